@@ -1,0 +1,129 @@
+"""Bearer tokens, scopes and the caller (Principal)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import select
+
+from .db import Database
+from .errors import InvalidInput, NotFound
+from .models import ApiToken, utcnow
+
+TOKEN_PREFIX = "gqlb_"
+
+
+class Scope(StrEnum):
+    BILLING_READ = "billing:read"
+    BILLING_WRITE = "billing:write"
+    BILLING_SPEND = "billing:spend"
+    BILLING_APPROVE = "billing:approve"
+
+
+ORGANIZATION_SCOPES = frozenset({Scope.BILLING_READ, Scope.BILLING_WRITE, Scope.BILLING_APPROVE})
+SERVICE_SCOPES = frozenset({Scope.BILLING_SPEND})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an organization's token, or a service token (no organization)."""
+
+    token_id: int
+    organization_id: int | None
+    scopes: frozenset[Scope]
+
+    def has(self, scope: Scope) -> bool:
+        return scope in self.scopes
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    id: int
+    token: str
+    prefix: str
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_scopes(text: str) -> frozenset[Scope]:
+    scopes: set[Scope] = set()
+    for raw in text.split(","):
+        name = raw.strip()
+        if not name:
+            continue
+        try:
+            scopes.add(Scope(name))
+        except ValueError as exc:
+            raise InvalidInput("scopes", f"Unknown scope {name!r}") from exc
+    return frozenset(scopes)
+
+
+async def issue_token(
+    db: Database, *, organization_id: int | None, scopes: frozenset[Scope], name: str = ""
+) -> IssuedToken:
+    """Create a token; the clear text exists only in the return value."""
+    allowed = SERVICE_SCOPES if organization_id is None else ORGANIZATION_SCOPES
+    if not scopes:
+        raise InvalidInput("scopes", "A token needs at least one scope")
+    if not scopes <= allowed:
+        kind = "Service" if organization_id is None else "Organization"
+        extra = ", ".join(sorted(scopes - allowed))
+        raise InvalidInput("scopes", f"{kind} tokens cannot hold {extra}")
+    secret = secrets.token_urlsafe(32)
+    token = f"{TOKEN_PREFIX}{secret}"
+    prefix = token[: len(TOKEN_PREFIX) + 8]
+    row = ApiToken(
+        organization_id=organization_id,
+        name=name,
+        prefix=prefix,
+        token_hash=hash_token(token),
+        scopes=",".join(sorted(scopes)),
+    )
+    async with db.write() as session:
+        session.add(row)
+        await session.flush()
+        assert row.id is not None
+        return IssuedToken(id=row.id, token=token, prefix=prefix)
+
+
+async def revoke_token(db: Database, prefix_or_id: str) -> int:
+    async with db.write() as session:
+        query = select(ApiToken).where(ApiToken.prefix == prefix_or_id)
+        if prefix_or_id.isdigit():
+            query = select(ApiToken).where(ApiToken.id == int(prefix_or_id))
+        row = (await session.execute(query)).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"No token {prefix_or_id!r}")
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()
+        assert row.id is not None
+        return row.id
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+async def authenticate(db: Database, token: str | None) -> Principal | None:
+    """The caller of a live token, or None for a missing, unknown or revoked one."""
+    if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    async with db.read() as session:
+        query = select(ApiToken.id, ApiToken.organization_id, ApiToken.scopes).where(
+            ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
+        )
+        row = (await session.execute(query)).one_or_none()
+    if row is None:
+        return None
+    scopes = frozenset(Scope(s) for s in row.scopes.split(",") if s)
+    return Principal(token_id=row.id, organization_id=row.organization_id, scopes=scopes)

@@ -1,0 +1,43 @@
+"""Billing services: what the GraphQL and REST surfaces call. Nothing here imports strawberry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..clock import Clock
+from ..db import Database
+from ..money import DisplayRates
+from ..settings import Settings
+from ..stripe_gateway import PaymentGateway
+from .cards import CardService
+from .topups import TopupService
+
+
+@dataclass
+class Billing:
+    """The services of one running app, built once from its collaborators."""
+
+    settings: Settings
+    db: Database
+    gateway: PaymentGateway | None
+    clock: Clock
+    rates: DisplayRates
+    cards: CardService
+    topups: TopupService
+
+    @classmethod
+    def build(
+        cls, settings: Settings, db: Database, gateway: PaymentGateway | None, clock: Clock
+    ) -> Billing:
+        from datetime import timedelta
+
+        lease = timedelta(seconds=settings.idempotency_lease_seconds)
+        return cls(
+            settings=settings,
+            db=db,
+            gateway=gateway,
+            clock=clock,
+            rates=DisplayRates.parse(settings.display_rates, settings.display_rates_as_of),
+            cards=CardService(db, gateway),
+            topups=TopupService(db, gateway, clock, lease=lease),
+        )

@@ -1,0 +1,84 @@
+"""Engine and transactions: the only module that knows SQLite from PostgreSQL.
+
+Writes go through `Database.write()`: on SQLite a `BEGIN IMMEDIATE` transaction (the write
+lock is taken up front, so two writers never deadlock upgrading read locks), serialised
+in-process by an asyncio lock so waiting happens in the event loop instead of in SQLite's
+busy handler; on PostgreSQL a normal transaction in which callers lock rows with
+`SELECT ... FOR UPDATE` (which SQLAlchemy leaves out on SQLite, where the immediate
+transaction already holds the whole database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+class Database:
+    def __init__(self, url: str, *, busy_timeout_ms: int = 15000) -> None:
+        self.url = url
+        self.sqlite = is_sqlite(url)
+        if self.sqlite:
+            self.read_engine = _sqlite_engine(url, busy_timeout_ms, "BEGIN")
+            self.write_engine = _sqlite_engine(url, busy_timeout_ms, "BEGIN IMMEDIATE")
+        else:
+            self.read_engine = create_async_engine(url, pool_size=10, max_overflow=20)
+            self.write_engine = self.read_engine
+        self._write_lock: asyncio.Lock | None = None
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with AsyncSession(self.read_engine, expire_on_commit=False) as session:
+            yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """One write transaction: committed on success, rolled back on any exception."""
+        if not self.sqlite:
+            async with AsyncSession(self.write_engine, expire_on_commit=False) as session:
+                async with session.begin():
+                    yield session
+            return
+        if self._write_lock is None:
+            self._write_lock = asyncio.Lock()
+        async with self._write_lock:
+            async with AsyncSession(self.write_engine, expire_on_commit=False) as session:
+                async with session.begin():
+                    yield session
+
+    async def dispose(self) -> None:
+        await self.read_engine.dispose()
+        if self.write_engine is not self.read_engine:
+            await self.write_engine.dispose()
+
+
+def _sqlite_engine(url: str, busy_timeout_ms: int, begin_sql: str) -> AsyncEngine:
+    engine = create_async_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's implicit BEGIN
+        # would be deferred and could not become IMMEDIATE).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin_sql)
+
+    return engine

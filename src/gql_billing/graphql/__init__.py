@@ -1,0 +1,1 @@
+"""The GraphQL surface: the only package that imports strawberry."""

@@ -1,0 +1,91 @@
+"""Keyset pagination, newest first: `WHERE id < :after ORDER BY id DESC LIMIT :n`, never OFFSET."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from graphql import GraphQLError
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .ids import from_cursor, to_cursor
+from .types import PageInfo
+
+RowT = TypeVar("RowT")
+
+
+@dataclass(frozen=True)
+class PageArgs:
+    first: int | None
+    after: str | None
+    last: int | None
+    before: str | None
+
+
+@dataclass(frozen=True)
+class Page(Generic[RowT]):
+    rows: list[RowT]
+    page_info: PageInfo
+
+
+def _bad(detail: str, argument: str) -> GraphQLError:
+    return GraphQLError(detail, extensions={"code": "BAD_USER_INPUT", "field": argument})
+
+
+def _size(value: int | None, argument: str, maximum: int) -> int | None:
+    if value is None:
+        return None
+    if value < 0 or value > maximum:
+        raise _bad(f"`{argument}` must be between 0 and {maximum}", argument)
+    return value
+
+
+def _cursor(value: str | None, argument: str) -> int | None:
+    if value is None:
+        return None
+    pk = from_cursor(value)
+    if pk is None:
+        raise _bad(f"`{argument}` is not a cursor of this connection", argument)
+    return pk
+
+
+async def paginate(
+    session: AsyncSession,
+    query: Select[Any],
+    id_column: Any,
+    args: PageArgs,
+    *,
+    default_size: int,
+    max_size: int,
+) -> Page[Any]:
+    first = _size(args.first, "first", max_size)
+    last = _size(args.last, "last", max_size)
+    after = _cursor(args.after, "after")
+    before = _cursor(args.before, "before")
+    if first is not None and last is not None:
+        raise _bad("Give `first` or `last`, not both", "last")
+    if after is not None:
+        query = query.where(id_column < after)
+    if before is not None:
+        query = query.where(id_column > before)
+    if last is not None:
+        # The page just newer than `before` (or the oldest page): read upwards, then flip.
+        rows = list((await session.execute(query.order_by(id_column.asc()).limit(last + 1))).scalars())
+        has_more = len(rows) > last
+        rows = rows[:last][::-1]
+        has_next, has_previous = before is not None, has_more
+    else:
+        size = default_size if first is None else first
+        rows = list((await session.execute(query.order_by(id_column.desc()).limit(size + 1))).scalars())
+        has_more = len(rows) > size
+        rows = rows[:size]
+        has_next, has_previous = has_more, after is not None
+    cursors = [to_cursor(row.id) for row in rows]
+    info = PageInfo(
+        has_next_page=has_next,
+        has_previous_page=has_previous,
+        start_cursor=cursors[0] if cursors else None,
+        end_cursor=cursors[-1] if cursors else None,
+    )
+    return Page(rows=rows, page_info=info)

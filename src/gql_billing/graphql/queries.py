@@ -1,0 +1,170 @@
+"""Root query fields: nullable, each guarded by its scope, scoped to the caller's organization."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+import strawberry
+from sqlalchemy import select
+from sqlmodel import col
+
+from .. import models
+from ..auth import Scope as AuthScope
+from ..errors import InvalidInput
+from ..ledger import wallet_for
+from .context import Info
+from .ids import from_global_id, to_cursor
+from .pagination import PageArgs, paginate
+from .permissions import needs
+from .scalars import Credits
+from .types import (
+    Money,
+    Node,
+    Organization,
+    PaymentMethod,
+    Scope,
+    TopupAttempt,
+    TopupAttemptConnection,
+    TopupAttemptEdge,
+    Transaction,
+    TransactionConnection,
+    TransactionEdge,
+    TransactionFilter,
+    Viewer,
+    Wallet,
+    money,
+    user_error,
+)
+
+READ = [needs(AuthScope.BILLING_READ)]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="The caller: its organization and the scopes of its token.")
+    async def viewer(self, info: Info) -> Viewer:
+        principal = info.context.principal
+        org = None
+        if principal.organization_id is not None:
+            async with info.context.billing.db.read() as session:
+                row = await session.get(models.Organization, principal.organization_id)
+            org = Organization.from_row(row) if row else None
+        scopes = [Scope(s.value) for s in sorted(principal.scopes)]
+        return Viewer(organization=org, scopes=scopes)
+
+    @strawberry.field(permission_classes=READ, description="billing:read. The credit wallet.")
+    async def wallet(self, info: Info) -> Wallet | None:
+        async with info.context.billing.db.read() as session:
+            row = await wallet_for(session, info.context.organization_id)
+        return Wallet.from_row(row)
+
+    @strawberry.field(permission_classes=READ, description="billing:read. The ledger, newest first.")
+    async def transactions(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        filter: TransactionFilter | None = None,
+    ) -> TransactionConnection | None:
+        entry = models.LedgerEntry
+        query = select(entry).where(col(entry.organization_id) == info.context.organization_id)
+        if filter is not None:
+            if filter.kinds:
+                query = query.where(col(entry.kind).in_([k.value for k in filter.kinds]))
+            if filter.created_after is not None:
+                query = query.where(col(entry.created_at) > filter.created_after.astimezone(UTC))
+            if filter.created_before is not None:
+                query = query.where(col(entry.created_at) < filter.created_before.astimezone(UTC))
+            if filter.reference is not None:
+                query = query.where(col(entry.reference) == filter.reference)
+        page = await _page(info, query, col(entry.id), PageArgs(first, after, last, before))
+        edges = [TransactionEdge(cursor=to_cursor(r.id), node=Transaction.from_row(r)) for r in page.rows]
+        return TransactionConnection(edges=edges, page_info=page.page_info)
+
+    @strawberry.field(permission_classes=READ, description="billing:read. Saved cards, default first.")
+    async def payment_methods(self, info: Info) -> list[PaymentMethod] | None:
+        pm = models.PaymentMethod
+        query = (
+            select(pm)
+            .where(col(pm.organization_id) == info.context.organization_id)
+            .order_by(col(pm.is_default).desc(), col(pm.id).asc())
+        )
+        async with info.context.billing.db.read() as session:
+            rows = (await session.execute(query)).scalars().all()
+        return [PaymentMethod.from_row(r) for r in rows]
+
+    @strawberry.field(permission_classes=READ, description="billing:read. Top-ups, newest first.")
+    async def topups(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> TopupAttemptConnection | None:
+        attempt = models.TopupAttempt
+        query = select(attempt).where(col(attempt.organization_id) == info.context.organization_id)
+        page = await _page(info, query, col(attempt.id), PageArgs(first, after, last, before))
+        edges = [TopupAttemptEdge(cursor=to_cursor(r.id), node=TopupAttempt.from_row(r)) for r in page.rows]
+        return TopupAttemptConnection(edges=edges, page_info=page.page_info)
+
+    @strawberry.field(permission_classes=READ, description="billing:read. What credits cost.")
+    def price(self, info: Info, credits: Credits, currency: str | None = None) -> Money | None:
+        return money(info, credits, currency)
+
+    @strawberry.field(description="Any object of the caller's by its global id; null otherwise.")
+    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+        return await resolve_node(info, id)
+
+
+NODE_TABLES: dict[str, type] = {
+    "Organization": models.Organization,
+    "Wallet": models.Wallet,
+    "Transaction": models.LedgerEntry,
+    "PaymentMethod": models.PaymentMethod,
+    "TopupAttempt": models.TopupAttempt,
+}
+NODE_TYPES: dict[str, type] = {
+    "Organization": Organization,
+    "Wallet": Wallet,
+    "Transaction": Transaction,
+    "PaymentMethod": PaymentMethod,
+    "TopupAttempt": TopupAttempt,
+}
+
+
+async def resolve_node(info: Info, global_id: str) -> Node | None:
+    """Another organization's object is indistinguishable from a missing one."""
+    parsed = from_global_id(global_id)
+    principal = info.context.principal
+    if parsed is None or principal.organization_id is None or not principal.has(AuthScope.BILLING_READ):
+        return None
+    type_name, pk = parsed
+    table = NODE_TABLES.get(type_name)
+    if table is None:
+        return None
+    async with info.context.billing.db.read() as session:
+        row = await session.get(table, pk)
+    owner = getattr(row, "id" if type_name == "Organization" else "organization_id", None)
+    if row is None or owner != principal.organization_id:
+        return None
+    node: Node = NODE_TYPES[type_name].from_row(row)  # type: ignore[attr-defined]
+    return node
+
+
+async def _page(info: Info, query, id_column, args: PageArgs):  # type: ignore[no-untyped-def]
+    settings = info.context.billing.settings
+    async with info.context.billing.db.read() as session:
+        return await paginate(
+            session,
+            query,
+            id_column,
+            args,
+            default_size=settings.default_page_size,
+            max_size=settings.max_page_size,
+        )
+
+
+__all__ = ["InvalidInput", "Query", "user_error"]

@@ -1,0 +1,67 @@
+"""The schema, built once per process."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaskErrors, SchemaExtension
+from strawberry.schema.config import StrawberryConfig
+
+from .mutations import Mutation
+from .problems import (
+    AuthenticationRequired,
+    BillingNotConfigured,
+    CardDeclined,
+    IdempotencyConflict,
+    InsufficientCredits,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    PaymentMethodRequired,
+    PaymentProviderUnavailable,
+)
+from .queries import Query
+from .scalars import CREDITS_SCALAR, Credits
+from .types import Organization, PaymentMethod, TopupAttempt, Transaction, Wallet
+
+MASKED_MESSAGE = "Internal server error"
+
+
+def _should_mask(error: GraphQLError) -> bool:
+    """Mask genuine faults; keep the errors we raise on purpose (codes, validation)."""
+    original = error.original_error
+    if original is None or isinstance(original, GraphQLError):
+        return False
+    # Input coercion (a bad Credits value, say) is the client's fault and safe to show.
+    return not isinstance(original, ValueError | TypeError) or error.path is not None
+
+
+def build_schema(extensions: Sequence[type[SchemaExtension] | SchemaExtension] = ()) -> strawberry.Schema:
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        types=[
+            Organization,
+            Wallet,
+            Transaction,
+            PaymentMethod,
+            TopupAttempt,
+            AuthenticationRequired,
+            PaymentMethodRequired,
+            CardDeclined,
+            InsufficientCredits,
+            InvalidInput,
+            IdempotencyConflict,
+            NotFound,
+            InvalidState,
+            PaymentProviderUnavailable,
+            BillingNotConfigured,
+        ],
+        config=StrawberryConfig(scalar_map={Credits: CREDITS_SCALAR}),
+        extensions=[
+            MaskErrors(should_mask_error=_should_mask, error_message=MASKED_MESSAGE),
+            *extensions,
+        ],
+    )

@@ -1,0 +1,361 @@
+"""Object types of the contract, each built from a store row."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+import strawberry
+from graphql import GraphQLError
+from sqlalchemy import func, select
+from sqlmodel import col
+
+from .. import errors, models
+from ..money import Money as MoneyValue
+from .context import Info
+from .ids import to_global_id
+from .scalars import Credits
+
+
+@strawberry.enum
+class Scope(Enum):
+    BILLING_READ = "billing:read"
+    BILLING_WRITE = "billing:write"
+    BILLING_SPEND = "billing:spend"
+    BILLING_APPROVE = "billing:approve"
+
+
+Plan = strawberry.enum(models.Plan, name="Plan")
+TransactionKind = strawberry.enum(models.EntryKind, name="TransactionKind")
+TopupStatus = strawberry.enum(models.TopupStatus, name="TopupStatus")
+TopupTrigger = strawberry.enum(models.TopupTrigger, name="TopupTrigger")
+
+
+@strawberry.interface(description="An object with a global id, refetchable through `node`.")
+class Node:
+    id: strawberry.ID
+
+
+def user_error(exc: errors.InvalidInput) -> GraphQLError:
+    """An invalid argument on a query field (no union to carry it): a typed GraphQL error."""
+    return GraphQLError(exc.detail, extensions={"code": "BAD_USER_INPUT", "field": exc.field})
+
+
+@strawberry.type(description="An amount of money; `amount` is a decimal string in major units.")
+class Money:
+    value: strawberry.Private[MoneyValue]
+
+    @strawberry.field
+    def amount(self) -> str:
+        return self.value.amount_text
+
+    @strawberry.field
+    def currency(self) -> str:
+        return self.value.currency
+
+    @strawberry.field
+    def is_estimate(self) -> bool:
+        return self.value.is_estimate
+
+    @strawberry.field
+    def rate_as_of(self) -> datetime | None:
+        return self.value.rate_as_of
+
+    @strawberry.field(description='CLDR formatting for the locale (default en-AU), e.g. "$735.00".')
+    def formatted(self, locale: str | None = None) -> str:
+        try:
+            return self.value.formatted(locale)
+        except errors.InvalidInput as exc:
+            raise user_error(exc) from exc
+
+
+def money(info: Info, amount_credits: int, currency: str | None) -> Money:
+    try:
+        return Money(value=info.context.billing.rates.credits_to_money(amount_credits, currency))
+    except errors.InvalidInput as exc:
+        raise user_error(exc) from exc
+
+
+@strawberry.type
+class Organization(Node):
+    name: str
+    plan: Plan  # type: ignore[valid-type]
+    display_currency: str
+    approval_threshold_credits: Credits | None
+
+    @classmethod
+    def from_row(cls, row: models.Organization) -> Organization:
+        assert row.id is not None
+        return cls(
+            id=strawberry.ID(to_global_id("Organization", row.id)),
+            name=row.name,
+            plan=models.Plan(row.plan),
+            display_currency=row.display_currency,
+            approval_threshold_credits=row.approval_threshold_credits,
+        )
+
+
+@strawberry.type
+class Viewer:
+    organization: Organization | None
+    scopes: list[Scope]
+
+
+@strawberry.type
+class PaymentMethod(Node):
+    stripe_id: str
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    is_default: bool
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: models.PaymentMethod) -> PaymentMethod:
+        assert row.id is not None
+        return cls(
+            id=strawberry.ID(to_global_id("PaymentMethod", row.id)),
+            stripe_id=row.stripe_id,
+            brand=row.brand,
+            last4=row.last4,
+            exp_month=row.exp_month,
+            exp_year=row.exp_year,
+            is_default=row.is_default,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type
+class TopupAttempt(Node):
+    status: TopupStatus  # type: ignore[valid-type]
+    trigger: TopupTrigger  # type: ignore[valid-type]
+    aud_cents: int
+    credits_granted: Credits
+    bonus_credits: Credits
+    payment_intent_id: str | None
+    client_secret: str | None = strawberry.field(
+        description="The PaymentIntent's client secret, only while REQUIRES_ACTION."
+    )
+    failure_reason: str | None
+    created_at: datetime
+    completed_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: models.TopupAttempt) -> TopupAttempt:
+        assert row.id is not None
+        status = models.TopupStatus(row.status)
+        return cls(
+            id=strawberry.ID(to_global_id("TopupAttempt", row.id)),
+            status=status,
+            trigger=models.TopupTrigger(row.trigger),
+            aud_cents=row.aud_cents,
+            credits_granted=row.credits_granted,
+            bonus_credits=row.bonus_credits,
+            payment_intent_id=row.payment_intent_id,
+            client_secret=(
+                row.client_secret if status == models.TopupStatus.REQUIRES_ACTION else None
+            ),
+            failure_reason=row.failure_reason,
+            created_at=row.created_at,
+            completed_at=row.completed_at,
+        )
+
+
+@strawberry.type
+class AutoTopupSettings:
+    row: strawberry.Private[models.Wallet]
+
+    @strawberry.field
+    def enabled(self) -> bool:
+        return self.row.auto_topup_enabled
+
+    @strawberry.field
+    def threshold_credits(self) -> Credits:
+        return self.row.auto_threshold_credits or 0
+
+    @strawberry.field
+    def topup_amount_credits(self) -> Credits:
+        return self.row.auto_topup_amount_credits or 0
+
+    @strawberry.field
+    def daily_charge_cap_aud(self) -> int:
+        return self.row.auto_daily_cap_aud or 0
+
+    @strawberry.field
+    async def charged_today_aud_cents(self, info: Info) -> int:
+        now = info.context.billing.clock.now()
+        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        in_flight_or_paid = [
+            models.TopupStatus.SUCCEEDED.value,
+            models.TopupStatus.PROCESSING.value,
+            models.TopupStatus.REQUIRES_ACTION.value,
+        ]
+        query = select(func.coalesce(func.sum(models.TopupAttempt.aud_cents), 0)).where(
+            col(models.TopupAttempt.organization_id) == self.row.organization_id,
+            col(models.TopupAttempt.trigger) == models.TopupTrigger.AUTO.value,
+            col(models.TopupAttempt.status).in_(in_flight_or_paid),
+            col(models.TopupAttempt.created_at) >= day_start,
+        )
+        async with info.context.billing.db.read() as session:
+            return int((await session.execute(query)).scalar_one())
+
+    @strawberry.field
+    def disabled_reason(self) -> str | None:
+        return self.row.auto_disabled_reason
+
+    @strawberry.field
+    async def last_attempt(self, info: Info) -> TopupAttempt | None:
+        query = (
+            select(models.TopupAttempt)
+            .where(
+                col(models.TopupAttempt.organization_id) == self.row.organization_id,
+                col(models.TopupAttempt.trigger) == models.TopupTrigger.AUTO.value,
+            )
+            .order_by(col(models.TopupAttempt.id).desc())
+            .limit(1)
+        )
+        async with info.context.billing.db.read() as session:
+            row = (await session.execute(query)).scalar_one_or_none()
+        return TopupAttempt.from_row(row) if row else None
+
+
+@strawberry.type
+class Wallet(Node):
+    row: strawberry.Private[models.Wallet]
+
+    @classmethod
+    def from_row(cls, row: models.Wallet) -> Wallet:
+        assert row.id is not None
+        return cls(id=strawberry.ID(to_global_id("Wallet", row.id)), row=row)
+
+    @strawberry.field(description="Posted credits (grants, bonuses, refunds, adjustments − charges).")
+    def balance_credits(self) -> Credits:
+        return self.row.balance_credits
+
+    @strawberry.field(description="Credits held by open reservations.")
+    def reserved_credits(self) -> Credits:
+        return self.row.reserved_credits
+
+    @strawberry.field(description="balanceCredits − reservedCredits: what can be spent now.")
+    def available_credits(self) -> Credits:
+        return self.row.balance_credits - self.row.reserved_credits
+
+    @strawberry.field
+    def balance(self, info: Info, currency: str | None = None) -> Money:
+        return money(info, self.row.balance_credits, currency)
+
+    @strawberry.field
+    def available(self, info: Info, currency: str | None = None) -> Money:
+        return money(info, self.row.balance_credits - self.row.reserved_credits, currency)
+
+    @strawberry.field
+    def auto_topup(self) -> AutoTopupSettings:
+        return AutoTopupSettings(row=self.row)
+
+    @strawberry.field
+    async def default_payment_method(self, info: Info) -> PaymentMethod | None:
+        query = select(models.PaymentMethod).where(
+            col(models.PaymentMethod.organization_id) == self.row.organization_id,
+            col(models.PaymentMethod.is_default),
+        )
+        async with info.context.billing.db.read() as session:
+            row = (await session.execute(query)).scalar_one_or_none()
+        return PaymentMethod.from_row(row) if row else None
+
+    @strawberry.field
+    def updated_at(self) -> datetime:
+        return self.row.updated_at
+
+
+@strawberry.type
+class Transaction(Node):
+    row: strawberry.Private[models.LedgerEntry]
+
+    @classmethod
+    def from_row(cls, row: models.LedgerEntry) -> Transaction:
+        assert row.id is not None
+        return cls(id=strawberry.ID(to_global_id("Transaction", row.id)), row=row)
+
+    @strawberry.field
+    def kind(self) -> TransactionKind:  # type: ignore[valid-type]
+        return models.EntryKind(self.row.kind)
+
+    @strawberry.field
+    def amount_credits(self) -> Credits:
+        return self.row.amount_credits
+
+    @strawberry.field
+    def balance_delta_credits(self) -> Credits:
+        return self.row.balance_delta_credits
+
+    @strawberry.field
+    def available_delta_credits(self) -> Credits:
+        return self.row.available_delta_credits
+
+    @strawberry.field
+    def balance_after_credits(self) -> Credits:
+        return self.row.balance_after_credits
+
+    @strawberry.field
+    def available_after_credits(self) -> Credits:
+        return self.row.available_after_credits
+
+    @strawberry.field
+    def description(self) -> str:
+        return self.row.description
+
+    @strawberry.field
+    def reference(self) -> str | None:
+        return self.row.reference
+
+    @strawberry.field
+    async def topup(self, info: Info) -> TopupAttempt | None:
+        if self.row.topup_attempt_id is None:
+            return None
+        row = await info.context.loaders.topup_attempt.load(self.row.topup_attempt_id)
+        return TopupAttempt.from_row(row) if row else None
+
+    @strawberry.field
+    def created_at(self) -> datetime:
+        return self.row.created_at
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class TransactionEdge:
+    cursor: str
+    node: Transaction
+
+
+@strawberry.type
+class TransactionConnection:
+    edges: list[TransactionEdge]
+    page_info: PageInfo
+
+
+@strawberry.type
+class TopupAttemptEdge:
+    cursor: str
+    node: TopupAttempt
+
+
+@strawberry.type
+class TopupAttemptConnection:
+    edges: list[TopupAttemptEdge]
+    page_info: PageInfo
+
+
+@strawberry.input
+class TransactionFilter:
+    kinds: list[TransactionKind] | None = None  # type: ignore[valid-type]
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    reference: str | None = None
+

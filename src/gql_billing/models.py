@@ -1,0 +1,210 @@
+"""SQLModel tables. Integer minor units everywhere: one credit is one AUD cent."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC: SQLite keeps no zone, PostgreSQL keeps it too."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _ts(nullable: bool = False, **kw: Any) -> Any:
+    if nullable:
+        return Field(default=None, sa_column=Column(UTCDateTime(), nullable=True, **kw))
+    return Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False, **kw))
+
+
+def _credits(default: int | None = 0, nullable: bool = False) -> Any:
+    return Field(default=default, sa_column=Column(BigInteger(), nullable=nullable))
+
+
+class Plan(StrEnum):
+    FREE = "FREE"
+    STANDARD = "STANDARD"
+    ENTERPRISE = "ENTERPRISE"
+
+
+class EntryKind(StrEnum):
+    GRANT = "GRANT"
+    BONUS = "BONUS"
+    RESERVATION = "RESERVATION"
+    RELEASE = "RELEASE"
+    CHARGE = "CHARGE"
+    REFUND = "REFUND"
+    ADJUSTMENT = "ADJUSTMENT"
+
+
+class TopupStatus(StrEnum):
+    PROCESSING = "PROCESSING"
+    REQUIRES_ACTION = "REQUIRES_ACTION"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+class TopupTrigger(StrEnum):
+    MANUAL = "MANUAL"
+    AUTO = "AUTO"
+
+
+class Organization(SQLModel, table=True):
+    __tablename__ = "organizations"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    plan: str = Field(default=Plan.STANDARD.value, max_length=20)
+    display_currency: str = Field(default="AUD", max_length=3)
+    approval_threshold_credits: int | None = _credits(default=None, nullable=True)
+    stripe_customer_id: str | None = Field(default=None, max_length=255)
+    created_at: datetime = _ts()
+
+
+class ApiToken(SQLModel, table=True):
+    __tablename__ = "api_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    # Null for a service token: it acts for any organization it names.
+    organization_id: int | None = Field(default=None, foreign_key="organizations.id", index=True)
+    name: str = Field(default="", max_length=200)
+    prefix: str = Field(max_length=32, unique=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    scopes: str = Field(max_length=200)
+    created_at: datetime = _ts()
+    revoked_at: datetime | None = _ts(nullable=True)
+    last_used_at: datetime | None = _ts(nullable=True)
+
+
+class Wallet(SQLModel, table=True):
+    __tablename__ = "wallets"
+    __table_args__ = (
+        CheckConstraint("reserved_credits >= 0", name="ck_wallets_reserved_nonnegative"),
+        CheckConstraint(
+            "balance_credits - reserved_credits >= 0", name="ck_wallets_available_nonnegative"
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    organization_id: int = Field(foreign_key="organizations.id", unique=True)
+    balance_credits: int = _credits()
+    reserved_credits: int = _credits()
+    # Auto top-up settings; None means "never set" (enabling then is InvalidInput).
+    auto_topup_enabled: bool = Field(default=False)
+    auto_threshold_credits: int | None = _credits(default=None, nullable=True)
+    auto_topup_amount_credits: int | None = _credits(default=None, nullable=True)
+    auto_daily_cap_aud: int | None = Field(default=None)
+    auto_disabled_reason: str | None = Field(default=None, max_length=500)
+    auto_consecutive_failures: int = Field(default=0)
+    auto_backoff_until: datetime | None = _ts(nullable=True)
+    updated_at: datetime = _ts()
+
+
+class LedgerEntry(SQLModel, table=True):
+    """Append-only. Signed deltas and the running totals after the entry."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        # A PaymentIntent grants (and bonuses) at most once, whoever settles it.
+        UniqueConstraint("payment_intent_id", "kind", name="uq_ledger_payment_intent_kind"),
+        Index("ix_ledger_org_id", "organization_id", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    organization_id: int = Field(foreign_key="organizations.id")
+    wallet_id: int = Field(foreign_key="wallets.id")
+    kind: str = Field(max_length=20)
+    amount_credits: int = _credits()
+    balance_delta_credits: int = _credits()
+    available_delta_credits: int = _credits()
+    balance_after_credits: int = _credits()
+    available_after_credits: int = _credits()
+    description: str = Field(default="", max_length=500)
+    reference: str | None = Field(default=None, max_length=255)
+    topup_attempt_id: int | None = Field(default=None, foreign_key="topup_attempts.id")
+    payment_intent_id: str | None = Field(default=None, max_length=255)
+    created_at: datetime = _ts()
+
+
+class PaymentMethod(SQLModel, table=True):
+    __tablename__ = "payment_methods"
+    __table_args__ = (UniqueConstraint("organization_id", "stripe_id", name="uq_pm_org_stripe"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    organization_id: int = Field(foreign_key="organizations.id", index=True)
+    stripe_id: str = Field(max_length=255)
+    brand: str = Field(max_length=40)
+    last4: str = Field(max_length=4)
+    exp_month: int
+    exp_year: int
+    is_default: bool = Field(default=False)
+    created_at: datetime = _ts()
+
+
+class TopupAttempt(SQLModel, table=True):
+    __tablename__ = "topup_attempts"
+    __table_args__ = (Index("ix_topup_org_id", "organization_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    organization_id: int = Field(foreign_key="organizations.id")
+    trigger: str = Field(default=TopupTrigger.MANUAL.value, max_length=10)
+    status: str = Field(default=TopupStatus.PROCESSING.value, max_length=20)
+    aud_cents: int = _credits()
+    credits_granted: int = _credits()
+    bonus_credits: int = _credits()
+    payment_method_stripe_id: str = Field(max_length=255)
+    # Stored with the attempt, so every retry (a request, the worker after a restart) sends
+    # Stripe the same key: one charge at most. Random, so two databases sharing a Stripe
+    # account (staging and a restored backup, say) can never replay each other's charges.
+    stripe_idempotency_key: str = Field(default_factory=lambda: f"topup:{uuid4().hex}", max_length=64, unique=True)
+    payment_intent_id: str | None = Field(default=None, max_length=255, unique=True)
+    client_secret: str | None = Field(default=None, max_length=500)
+    failure_reason: str | None = Field(default=None, max_length=500)
+    decline_code: str | None = Field(default=None, max_length=100)
+    # balanceCredits right after this attempt's grant: what a replayed success reports.
+    new_balance_credits: int | None = _credits(default=None, nullable=True)
+    created_at: datetime = _ts()
+    completed_at: datetime | None = _ts(nullable=True)
+
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """A client's key, claimed by insert: the unique constraint decides who runs."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "operation", "key", name="uq_idempotency_scope"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    organization_id: int = Field(foreign_key="organizations.id")
+    operation: str = Field(max_length=64)
+    key: str = Field(max_length=255)
+    request_hash: str = Field(max_length=64)
+    resource_id: int | None = Field(default=None)
+    # Set while a request runs with this key; a crashed request's claim lapses after it.
+    locked_until: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()

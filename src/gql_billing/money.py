@@ -1,0 +1,101 @@
+"""Credits and AUD (one credit is one AUD cent), display conversion, CLDR formatting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from babel.core import Locale, UnknownLocaleError
+from babel.numbers import format_currency, get_currency_precision
+
+from .errors import InvalidInput
+
+SETTLEMENT_CURRENCY = "AUD"
+DEFAULT_LOCALE = "en_AU"
+
+# Units of the display currency per A$1. Display only: nothing is ever settled at these.
+DEFAULT_RATES_PER_AUD: dict[str, Decimal] = {
+    "USD": Decimal("0.65322"),
+    "EUR": Decimal("0.60150"),
+    "GBP": Decimal("0.51820"),
+    "NZD": Decimal("1.10340"),
+    "JPY": Decimal("98.4100"),
+    "CAD": Decimal("0.91230"),
+    "SGD": Decimal("0.87640"),
+}
+DEFAULT_RATES_AS_OF = datetime(2026, 11, 2, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Money:
+    """An amount in major units (`amount` is exact) of one currency."""
+
+    amount: Decimal
+    currency: str
+    is_estimate: bool
+    rate_as_of: datetime | None
+
+    def formatted(self, locale: str | None = None) -> str:
+        return format_currency(
+            self.amount, self.currency, locale=_parse_locale(locale or DEFAULT_LOCALE)
+        )
+
+    @property
+    def amount_text(self) -> str:
+        return f"{self.amount:.{_precision(self.currency)}f}"
+
+
+@dataclass(frozen=True)
+class DisplayRates:
+    rates_per_aud: dict[str, Decimal]
+    as_of: datetime
+
+    @classmethod
+    def parse(cls, text: str, as_of: str) -> DisplayRates:
+        """Read "USD=0.65322,EUR=0.6015"; an empty text gives the built-in table."""
+        if not text.strip():
+            rates = dict(DEFAULT_RATES_PER_AUD)
+        else:
+            rates = {}
+            for pair in text.split(","):
+                code, _, value = pair.partition("=")
+                rates[code.strip().upper()] = Decimal(value.strip())
+        stamp = datetime.fromisoformat(as_of) if as_of else DEFAULT_RATES_AS_OF
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        return cls(rates_per_aud=rates, as_of=stamp)
+
+    def credits_to_money(self, amount_credits: int, currency: str | None) -> Money:
+        code = (currency or SETTLEMENT_CURRENCY).strip().upper()
+        aud = Decimal(amount_credits) / 100
+        if code == SETTLEMENT_CURRENCY:
+            return Money(aud.quantize(Decimal("0.01")), code, False, None)
+        rate = self.rates_per_aud.get(code)
+        if rate is None:
+            raise InvalidInput("currency", f"No display rate for currency {code!r}")
+        quantum = Decimal(1).scaleb(-_precision(code))
+        converted = (aud * rate).quantize(quantum, rounding=ROUND_HALF_EVEN)
+        return Money(converted, code, True, self.as_of)
+
+
+def _precision(code: str) -> int:
+    return int(get_currency_precision(code))
+
+
+def _parse_locale(identifier: str) -> Locale:
+    try:
+        return Locale.parse(identifier.replace("-", "_"))
+    except (UnknownLocaleError, ValueError) as exc:
+        raise InvalidInput("locale", f"Unknown locale {identifier!r}") from exc
+
+
+def topup_bonus_credits(credits_granted: int) -> int:
+    """5% bonus strictly above A$20,000 (2,000,000 cents)."""
+    if credits_granted > 2_000_000:
+        return credits_granted * 5 // 100
+    return 0
+
+
+MIN_TOPUP_AUD_CENTS = 10_000
+MAX_CHARGE_AUD_CENTS = 99_999_999

@@ -1,0 +1,308 @@
+"""The payment provider behind a small protocol that speaks the project's own dataclasses.
+
+`StripeGateway` uses the official SDK's async client. Outages (connection errors, timeouts,
+5xx, rate limits, an idempotent request still in flight at Stripe) become
+PaymentProviderUnavailable; everything a caller must act on comes back as data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import stripe
+
+from .errors import CardDeclined, NotFound, PaymentProviderUnavailable
+
+# Statuses of an off-session charge, normalised over real Stripe and the emulator.
+SUCCEEDED = "succeeded"
+REQUIRES_ACTION = "requires_action"
+DECLINED = "declined"
+PROCESSING = "processing"
+REQUIRES_CAPTURE = "requires_capture"
+CANCELED = "canceled"
+
+AUTHENTICATION_CODES = frozenset({"authentication_required", "payment_intent_authentication_failure"})
+
+
+@dataclass(frozen=True)
+class SetupIntent:
+    id: str
+    client_secret: str
+
+
+@dataclass(frozen=True)
+class Card:
+    id: str
+    customer_id: str | None
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+
+@dataclass(frozen=True)
+class Payment:
+    """Where a PaymentIntent stands, as far as granting credits is concerned."""
+
+    intent_id: str | None
+    status: str
+    amount_cents: int = 0
+    client_secret: str | None = None
+    decline_code: str | None = None
+    failure_message: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+class PaymentGateway(Protocol):
+    async def create_customer(self, *, name: str, organization_id: int) -> str: ...
+
+    async def create_setup_intent(self, customer_id: str) -> SetupIntent: ...
+
+    async def retrieve_card(self, payment_method_id: str) -> Card: ...
+
+    async def attach_card(self, payment_method_id: str, customer_id: str) -> Card: ...
+
+    async def detach_card(self, payment_method_id: str) -> None: ...
+
+    async def set_default_card(self, customer_id: str, payment_method_id: str) -> None: ...
+
+    async def charge_off_session(
+        self,
+        *,
+        customer_id: str,
+        payment_method_id: str,
+        amount_cents: int,
+        idempotency_key: str,
+        metadata: dict[str, str],
+        capture_manual: bool = False,
+    ) -> Payment: ...
+
+    async def retrieve_payment(self, intent_id: str) -> Payment: ...
+
+    async def find_payment(self, customer_id: str, metadata_key: str, value: str) -> Payment | None: ...
+
+    async def close(self) -> None: ...
+
+
+def _payment_from_intent(intent: Any) -> Payment:
+    status = intent["status"]
+    error = intent.get("last_payment_error") or {}
+    decline_code = error.get("decline_code")
+    if status == "requires_payment_method":
+        # Off-session 3-D Secure on real Stripe leaves the intent here with
+        # `authentication_required`, a failed challenge with
+        # `payment_intent_authentication_failure` (the customer may try again); a decline
+        # after authenticating leaves it here too, with a decline.
+        if error.get("code") in AUTHENTICATION_CODES or not error:
+            status = REQUIRES_ACTION
+        else:
+            status = DECLINED
+            decline_code = decline_code or error.get("code")
+    metadata = dict(intent.get("metadata") or {})
+    return Payment(
+        intent_id=intent["id"],
+        status=status,
+        amount_cents=int(intent.get("amount") or 0),
+        client_secret=intent.get("client_secret"),
+        decline_code=decline_code,
+        failure_message=error.get("message"),
+        metadata=metadata,
+    )
+
+
+def _is_outage(exc: stripe.StripeError) -> bool:
+    if isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError):
+        return True
+    status = exc.http_status or 0
+    # 409 is Stripe's "idempotent request still in progress": retry later, same key.
+    return status >= 500 or status == 409
+
+
+class StripeGateway:
+    def __init__(
+        self, secret_key: str, *, api_base: str | None = None, timeout_seconds: float = 20.0
+    ) -> None:
+        self._http = stripe.HTTPXClient(timeout=timeout_seconds)
+        base = {"api": api_base.rstrip("/")} if api_base else None
+        self._client = stripe.StripeClient(
+            secret_key,
+            base_addresses=base,  # type: ignore[arg-type]
+            http_client=self._http,
+            max_network_retries=0,
+        )
+
+    async def close(self) -> None:
+        await self._http.close_async()
+
+    async def _call(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except stripe.StripeError as exc:
+            if _is_outage(exc):
+                raise PaymentProviderUnavailable() from exc
+            raise
+
+    async def create_customer(self, *, name: str, organization_id: int) -> str:
+        customer = await self._call(
+            self._client.v1.customers.create_async(
+                params={"name": name, "metadata": {"organization_id": str(organization_id)}},
+            )
+        )
+        return str(customer["id"])
+
+    async def create_setup_intent(self, customer_id: str) -> SetupIntent:
+        intent = await self._call(
+            self._client.v1.setup_intents.create_async(
+                params={
+                    "customer": customer_id,
+                    "usage": "off_session",
+                    "payment_method_types": ["card"],
+                }
+            )
+        )
+        return SetupIntent(id=intent["id"], client_secret=intent["client_secret"])
+
+    async def retrieve_card(self, payment_method_id: str) -> Card:
+        try:
+            pm = await self._call(self._client.v1.payment_methods.retrieve_async(payment_method_id))
+        except stripe.InvalidRequestError as exc:
+            raise NotFound(f"No payment method {payment_method_id!r}") from exc
+        return _card(pm)
+
+    async def attach_card(self, payment_method_id: str, customer_id: str) -> Card:
+        try:
+            pm = await self._call(
+                self._client.v1.payment_methods.attach_async(
+                    payment_method_id, params={"customer": customer_id}
+                )
+            )
+        except stripe.CardError as exc:
+            raise CardDeclined(_decline_code(exc), exc.user_message or "The card was declined") from exc
+        except stripe.InvalidRequestError as exc:
+            if _looks_declined(exc):
+                raise CardDeclined(_decline_code(exc), "The card was declined") from exc
+            raise NotFound(f"No payment method {payment_method_id!r}") from exc
+        return _card(pm)
+
+    async def detach_card(self, payment_method_id: str) -> None:
+        try:
+            await self._call(self._client.v1.payment_methods.detach_async(payment_method_id))
+        except stripe.InvalidRequestError:
+            # Already detached at Stripe: the local removal is what matters.
+            pass
+
+    async def set_default_card(self, customer_id: str, payment_method_id: str) -> None:
+        await self._call(
+            self._client.v1.customers.update_async(
+                customer_id,
+                params={"invoice_settings": {"default_payment_method": payment_method_id}},
+            )
+        )
+
+    async def charge_off_session(
+        self,
+        *,
+        customer_id: str,
+        payment_method_id: str,
+        amount_cents: int,
+        idempotency_key: str,
+        metadata: dict[str, str],
+        capture_manual: bool = False,
+    ) -> Payment:
+        params: dict[str, Any] = {
+            "amount": amount_cents,
+            "currency": "aud",
+            "customer": customer_id,
+            "payment_method": payment_method_id,
+            "payment_method_types": ["card"],
+            "off_session": True,
+            "confirm": True,
+            "metadata": metadata,
+        }
+        if capture_manual:
+            params["capture_method"] = "manual"
+        try:
+            intent = await self._call(
+                self._client.v1.payment_intents.create_async(
+                    params=params, options={"idempotency_key": idempotency_key}
+                )
+            )
+        except stripe.CardError as exc:
+            return await self._payment_from_card_error(exc)
+        except stripe.InvalidRequestError as exc:
+            if _looks_declined(exc):
+                return Payment(
+                    intent_id=_error_intent_id(exc),
+                    status=DECLINED,
+                    decline_code=_decline_code(exc),
+                    failure_message=exc.user_message,
+                )
+            raise
+        return _payment_from_intent(intent)
+
+    async def _payment_from_card_error(self, exc: stripe.CardError) -> Payment:
+        intent_id = _error_intent_id(exc)
+        if exc.code == "authentication_required" and intent_id:
+            # Real Stripe: the intent exists, waiting for the customer to authenticate.
+            return await self.retrieve_payment(intent_id)
+        return Payment(
+            intent_id=intent_id,
+            status=DECLINED,
+            decline_code=_decline_code(exc),
+            failure_message=exc.user_message,
+        )
+
+    async def retrieve_payment(self, intent_id: str) -> Payment:
+        intent = await self._call(self._client.v1.payment_intents.retrieve_async(intent_id))
+        return _payment_from_intent(intent)
+
+    async def find_payment(self, customer_id: str, metadata_key: str, value: str) -> Payment | None:
+        """Look an intent up by our metadata (after Stripe's 24 h idempotency window)."""
+        page = await self._call(
+            self._client.v1.payment_intents.list_async(params={"customer": customer_id, "limit": 100})
+        )
+        for intent in page["data"]:
+            if (intent.get("metadata") or {}).get(metadata_key) == value:
+                return _payment_from_intent(intent)
+        return None
+
+
+def _card(pm: Any) -> Card:
+    card = pm.get("card") or {}
+    customer = pm.get("customer")
+    if customer is not None and not isinstance(customer, str):
+        customer = customer["id"]
+    return Card(
+        id=pm["id"],
+        customer_id=customer,
+        brand=str(card.get("brand") or "unknown"),
+        last4=str(card.get("last4") or ""),
+        exp_month=int(card.get("exp_month") or 0),
+        exp_year=int(card.get("exp_year") or 0),
+    )
+
+
+def _error_body(exc: stripe.StripeError) -> dict[str, Any]:
+    body = exc.json_body or {}
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def _error_intent_id(exc: stripe.StripeError) -> str | None:
+    intent = _error_body(exc).get("payment_intent")
+    if isinstance(intent, dict):
+        return str(intent.get("id"))
+    return None
+
+
+def _decline_code(exc: stripe.StripeError) -> str | None:
+    error = _error_body(exc)
+    code = error.get("decline_code") or error.get("code") or getattr(exc, "code", None)
+    return str(code) if code else None
+
+
+def _looks_declined(exc: stripe.StripeError) -> bool:
+    # The emulator reports declines as invalid_request_error with code card_declined.
+    error = _error_body(exc)
+    return error.get("code") in {"card_declined", "expired_card", "incorrect_cvc"}
