@@ -135,9 +135,11 @@ class StripeGateway:
     async def close(self) -> None:
         await self._http.close_async()
 
-    async def _call(self, coro: Any) -> Any:
+    async def _call(self, coro: Any) -> dict[str, Any]:
+        """Await an SDK call; its object comes back as plain data."""
         try:
-            return await coro
+            result = await coro
+            return result.to_dict()  # type: ignore[no-any-return]
         except stripe.StripeError as exc:
             if _is_outage(exc):
                 raise PaymentProviderUnavailable() from exc

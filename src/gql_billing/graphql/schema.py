@@ -38,7 +38,14 @@ def _should_mask(error: GraphQLError) -> bool:
     return not isinstance(original, ValueError | TypeError) or error.path is not None
 
 
-def build_schema(extensions: Sequence[type[SchemaExtension] | SchemaExtension] = ()) -> strawberry.Schema:
+class MaskFaults(MaskErrors):
+    """Genuine server faults reach the client as one generic message, never a trace."""
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=_should_mask, error_message=MASKED_MESSAGE)
+
+
+def build_schema(extensions: Sequence[type[SchemaExtension]] = ()) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
@@ -60,8 +67,5 @@ def build_schema(extensions: Sequence[type[SchemaExtension] | SchemaExtension] =
             BillingNotConfigured,
         ],
         config=StrawberryConfig(scalar_map={Credits: CREDITS_SCALAR}),
-        extensions=[
-            MaskErrors(should_mask_error=_should_mask, error_message=MASKED_MESSAGE),
-            *extensions,
-        ],
+        extensions=[MaskFaults, *extensions],
     )
