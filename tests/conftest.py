@@ -116,7 +116,9 @@ class Factory:
 
     async def token(self, organization_id: int | None, scopes: str) -> str:
         parsed = auth.parse_scopes(scopes)
-        issued = await auth.issue_token(self.app.billing.db, organization_id=organization_id, scopes=parsed)
+        issued = await auth.issue_token(
+            self.app.billing.db, organization_id=organization_id, scopes=parsed
+        )
         return issued.token
 
     def client(self, token: str | None) -> GraphQLClient:

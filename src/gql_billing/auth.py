@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from .db import Database
 from .errors import InvalidInput, NotFound
@@ -93,9 +94,9 @@ async def issue_token(
 
 async def revoke_token(db: Database, prefix_or_id: str) -> int:
     async with db.write() as session:
-        query = select(ApiToken).where(ApiToken.prefix == prefix_or_id)
+        query = select(ApiToken).where(col(ApiToken.prefix) == prefix_or_id)
         if prefix_or_id.isdigit():
-            query = select(ApiToken).where(ApiToken.id == int(prefix_or_id))
+            query = select(ApiToken).where(col(ApiToken.id) == int(prefix_or_id))
         row = (await session.execute(query)).scalar_one_or_none()
         if row is None:
             raise NotFound(f"No token {prefix_or_id!r}")
@@ -119,11 +120,13 @@ async def authenticate(db: Database, token: str | None) -> Principal | None:
     if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     async with db.read() as session:
-        query = select(ApiToken.id, ApiToken.organization_id, ApiToken.scopes).where(
-            ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
+        query = select(col(ApiToken.id), col(ApiToken.organization_id), col(ApiToken.scopes)).where(
+            col(ApiToken.token_hash) == hash_token(token), col(ApiToken.revoked_at).is_(None)
         )
         row = (await session.execute(query)).one_or_none()
     if row is None:
         return None
-    scopes = frozenset(Scope(s) for s in row.scopes.split(",") if s)
-    return Principal(token_id=row.id, organization_id=row.organization_id, scopes=scopes)
+    token_id, organization_id, scope_text = row
+    assert token_id is not None
+    scopes = frozenset(Scope(s) for s in scope_text.split(",") if s)
+    return Principal(token_id=token_id, organization_id=organization_id, scopes=scopes)

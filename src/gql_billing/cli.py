@@ -23,7 +23,9 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(coro)
 
 
-async def _with_db(settings: Settings, action: Callable[[Database], Coroutine[Any, Any, Any]]) -> Any:
+async def _with_db(
+    settings: Settings, action: Callable[[Database], Coroutine[Any, Any, Any]]
+) -> Any:
     db = Database(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     try:
         return await action(db)
@@ -162,16 +164,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="upgrade the database").set_defaults(func=cmd_migrate)
 
-    org = sub.add_parser("org", help="organizations").add_subparsers(dest="org_command", required=True)
+    org = sub.add_parser("org", help="organizations").add_subparsers(
+        dest="org_command", required=True
+    )
     org_create = org.add_parser("create")
     org_create.add_argument("--name", required=True)
-    org_create.add_argument("--plan", default="standard", choices=["free", "standard", "enterprise"])
+    org_create.add_argument(
+        "--plan", default="standard", choices=["free", "standard", "enterprise"]
+    )
     org_create.add_argument("--display-currency", default="AUD")
     org_create.add_argument("--approval-threshold", type=int, default=None)
     org_create.add_argument("--json", action="store_true")
     org_create.set_defaults(func=cmd_org_create)
 
-    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    token = sub.add_parser("token", help="API tokens").add_subparsers(
+        dest="token_command", required=True
+    )
     token_create = token.add_parser("create")
     token_create.add_argument("--org")
     token_create.add_argument("--scopes", default="billing:read,billing:write")

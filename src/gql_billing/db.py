@@ -45,16 +45,20 @@ class Database:
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One write transaction: committed on success, rolled back on any exception."""
         if not self.sqlite:
-            async with AsyncSession(self.write_engine, expire_on_commit=False) as session:
-                async with session.begin():
-                    yield session
+            async with (
+                AsyncSession(self.write_engine, expire_on_commit=False) as session,
+                session.begin(),
+            ):
+                yield session
             return
         if self._write_lock is None:
             self._write_lock = asyncio.Lock()
-        async with self._write_lock:
-            async with AsyncSession(self.write_engine, expire_on_commit=False) as session:
-                async with session.begin():
-                    yield session
+        async with (
+            self._write_lock,
+            AsyncSession(self.write_engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
+            yield session
 
     async def dispose(self) -> None:
         await self.read_engine.dispose()

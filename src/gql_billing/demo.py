@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -20,6 +15,7 @@ from .db import Database
 from .graphql.ids import to_global_id
 from .models import Plan
 from .settings import Settings
+from .stripe_emulator import LocalStripe
 
 DEMO_SECRET_KEY = "sk_test_gql_billing_demo"
 
@@ -30,66 +26,21 @@ TEST_CARDS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class LocalStripe:
-    """The `localstripe` emulator as a child process, with its state in a private folder."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self._tmp = tempfile.mkdtemp(prefix="gql-billing-stripe-")
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout_seconds: float = 15.0) -> None:
-        executable = Path(sys.executable).with_name("localstripe")
-        if not executable.exists():
-            raise SystemExit("localstripe is not installed (pip install -e '.[dev]')")
-        # localstripe pickles its state into the temp folder: keep ours private.
-        env = {**os.environ, "TMPDIR": self._tmp}
-        self._process = subprocess.Popen(
-            [str(executable), "--port", str(self.port), "--from-scratch"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout_seconds
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{self.base_url}/v1/customers", auth=(DEMO_SECRET_KEY, ""), timeout=1)
-                return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        self.stop()
-        raise SystemExit("the Stripe emulator did not start")
-
-    def create_card(self, number: str) -> str:
-        response = httpx.post(
-            f"{self.base_url}/v1/payment_methods",
-            auth=(DEMO_SECRET_KEY, ""),
-            data={
-                "type": "card",
-                "card[number]": number,
-                "card[exp_month]": "12",
-                "card[exp_year]": "2034",
-                "card[cvc]": "123",
-            },
-        )
-        response.raise_for_status()
-        return str(response.json()["id"])
-
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-        shutil.rmtree(self._tmp, ignore_errors=True)
+def create_card(stripe: LocalStripe, number: str) -> str:
+    """A saved test card in the emulator, as Stripe.js would create it."""
+    response = httpx.post(
+        f"{stripe.base_url}/v1/payment_methods",
+        headers={"Authorization": f"Bearer {DEMO_SECRET_KEY}"},
+        data={
+            "type": "card",
+            "card[number]": number,
+            "card[exp_month]": "12",
+            "card[exp_year]": "2034",
+            "card[cvc]": "123",
+        },
+    )
+    response.raise_for_status()
+    return str(response.json()["id"])
 
 
 async def _seed(settings: Settings) -> tuple[str, str]:
@@ -97,7 +48,9 @@ async def _seed(settings: Settings) -> tuple[str, str]:
     try:
         org = await create_organization(db, name="Demo Imagery Pty Ltd", plan=Plan.STANDARD)
         assert org.id is not None
-        await grant_credits(db, organization_id=org.id, amount_credits=23_500, reason="Welcome credit")
+        await grant_credits(
+            db, organization_id=org.id, amount_credits=23_500, reason="Welcome credit"
+        )
         issued = await auth.issue_token(
             db, organization_id=org.id, scopes=auth.ORGANIZATION_SCOPES, name="demo"
         )
@@ -123,7 +76,7 @@ def run_demo(*, port: int, host: str = "127.0.0.1") -> None:
         )
         migrate.upgrade(settings.database_url)
         org_id, token = asyncio.run(_seed(settings))
-        cards = {label: stripe.create_card(number) for label, number in TEST_CARDS.items()}
+        cards = {label: create_card(stripe, number) for label, number in TEST_CARDS.items()}
         _banner(host, port, org_id, token, stripe.base_url, cards)
         uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
     finally:
@@ -145,7 +98,7 @@ def _banner(
         f"  Stripe emulator: {stripe_url}",
         "",
         "  Test cards (saved in the emulator; attach one with attachPaymentMethod):",
-        '    pm_card_visa                succeeds (a new card each time it is attached)',
+        "    pm_card_visa                succeeds (a new card each time it is attached)",
     ]
     lines += [f"    {pm:<27} {label} ({TEST_CARDS[label]})" for label, pm in cards.items()]
     lines += [

@@ -33,7 +33,9 @@ def validate_key(key: str | None) -> str:
             "idempotencyKey", "An idempotency key is required (input or Idempotency-Key header)"
         )
     if len(key) > MAX_KEY_LENGTH or not all(" " <= ch <= "~" for ch in key):
-        raise InvalidInput("idempotencyKey", "Idempotency keys are 1-255 printable ASCII characters")
+        raise InvalidInput(
+            "idempotencyKey", "Idempotency keys are 1-255 printable ASCII characters"
+        )
     return key
 
 

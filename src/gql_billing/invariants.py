@@ -24,7 +24,8 @@ _CHECKS: list[tuple[str, str]] = [
         LEFT JOIN ledger_entries p ON p.id = (
             SELECT max(id) FROM ledger_entries q
             WHERE q.wallet_id = e.wallet_id AND q.id < e.id)
-        WHERE e.balance_after_credits != coalesce(p.balance_after_credits, 0) + e.balance_delta_credits
+        WHERE e.balance_after_credits
+              != coalesce(p.balance_after_credits, 0) + e.balance_delta_credits
            OR e.available_after_credits
               != coalesce(p.available_after_credits, 0) + e.available_delta_credits
         """,
@@ -50,7 +51,10 @@ _CHECKS: list[tuple[str, str]] = [
     ),
     (
         "available >= 0 and reserved >= 0",
-        "SELECT id FROM wallets WHERE balance_credits - reserved_credits < 0 OR reserved_credits < 0",
+        """
+        SELECT id FROM wallets
+        WHERE balance_credits - reserved_credits < 0 OR reserved_credits < 0
+        """,
     ),
     (
         "a PaymentIntent grants at most once",

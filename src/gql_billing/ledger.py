@@ -99,6 +99,7 @@ async def post(
         available = wallet.balance_credits - wallet.reserved_credits
         raise InsufficientCredits(available, -movement.available_delta_credits)
     wallet_id, balance_credits, reserved_credits = row
+    assert wallet_id is not None
     entry = LedgerEntry(
         organization_id=organization_id,
         wallet_id=wallet_id,

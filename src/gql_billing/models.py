@@ -179,7 +179,9 @@ class TopupAttempt(SQLModel, table=True):
     # Stored with the attempt, so every retry (a request, the worker after a restart) sends
     # Stripe the same key: one charge at most. Random, so two databases sharing a Stripe
     # account (staging and a restored backup, say) can never replay each other's charges.
-    stripe_idempotency_key: str = Field(default_factory=lambda: f"topup:{uuid4().hex}", max_length=64, unique=True)
+    stripe_idempotency_key: str = Field(
+        default_factory=lambda: f"topup:{uuid4().hex}", max_length=64, unique=True
+    )
     payment_intent_id: str | None = Field(default=None, max_length=255, unique=True)
     client_secret: str | None = Field(default=None, max_length=500)
     failure_reason: str | None = Field(default=None, max_length=500)
@@ -188,7 +190,6 @@ class TopupAttempt(SQLModel, table=True):
     new_balance_credits: int | None = _credits(default=None, nullable=True)
     created_at: datetime = _ts()
     completed_at: datetime | None = _ts(nullable=True)
-
 
 
 class IdempotencyKey(SQLModel, table=True):

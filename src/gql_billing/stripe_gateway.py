@@ -7,6 +7,7 @@ PaymentProviderUnavailable; everything a caller must act on comes back as data.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,7 +23,9 @@ PROCESSING = "processing"
 REQUIRES_CAPTURE = "requires_capture"
 CANCELED = "canceled"
 
-AUTHENTICATION_CODES = frozenset({"authentication_required", "payment_intent_authentication_failure"})
+AUTHENTICATION_CODES = frozenset(
+    {"authentication_required", "payment_intent_authentication_failure"}
+)
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,9 @@ class PaymentGateway(Protocol):
 
     async def retrieve_payment(self, intent_id: str) -> Payment: ...
 
-    async def find_payment(self, customer_id: str, metadata_key: str, value: str) -> Payment | None: ...
+    async def find_payment(
+        self, customer_id: str, metadata_key: str, value: str
+    ) -> Payment | None: ...
 
     async def close(self) -> None: ...
 
@@ -133,7 +138,7 @@ class StripeGateway:
         )
 
     async def close(self) -> None:
-        await self._http.close_async()
+        await self._http.close_async()  # type: ignore[no-untyped-call]
 
     async def _call(self, coro: Any) -> dict[str, Any]:
         """Await an SDK call; its object comes back as plain data."""
@@ -154,15 +159,12 @@ class StripeGateway:
         return str(customer["id"])
 
     async def create_setup_intent(self, customer_id: str) -> SetupIntent:
-        intent = await self._call(
-            self._client.v1.setup_intents.create_async(
-                params={
-                    "customer": customer_id,
-                    "usage": "off_session",
-                    "payment_method_types": ["card"],
-                }
-            )
-        )
+        params: Any = {
+            "customer": customer_id,
+            "usage": "off_session",
+            "payment_method_types": ["card"],
+        }
+        intent = await self._call(self._client.v1.setup_intents.create_async(params=params))
         return SetupIntent(id=intent["id"], client_secret=intent["client_secret"])
 
     async def retrieve_card(self, payment_method_id: str) -> Card:
@@ -180,7 +182,9 @@ class StripeGateway:
                 )
             )
         except stripe.CardError as exc:
-            raise CardDeclined(_decline_code(exc), exc.user_message or "The card was declined") from exc
+            raise CardDeclined(
+                _decline_code(exc), exc.user_message or "The card was declined"
+            ) from exc
         except stripe.InvalidRequestError as exc:
             if _looks_declined(exc):
                 raise CardDeclined(_decline_code(exc), "The card was declined") from exc
@@ -188,11 +192,9 @@ class StripeGateway:
         return _card(pm)
 
     async def detach_card(self, payment_method_id: str) -> None:
-        try:
+        # Already detached at Stripe: the local removal is what matters.
+        with contextlib.suppress(stripe.InvalidRequestError):
             await self._call(self._client.v1.payment_methods.detach_async(payment_method_id))
-        except stripe.InvalidRequestError:
-            # Already detached at Stripe: the local removal is what matters.
-            pass
 
     async def set_default_card(self, customer_id: str, payment_method_id: str) -> None:
         await self._call(
@@ -212,7 +214,7 @@ class StripeGateway:
         metadata: dict[str, str],
         capture_manual: bool = False,
     ) -> Payment:
-        params: dict[str, Any] = {
+        params: Any = {
             "amount": amount_cents,
             "currency": "aud",
             "customer": customer_id,
@@ -262,7 +264,9 @@ class StripeGateway:
     async def find_payment(self, customer_id: str, metadata_key: str, value: str) -> Payment | None:
         """Look an intent up by our metadata (after Stripe's 24 h idempotency window)."""
         page = await self._call(
-            self._client.v1.payment_intents.list_async(params={"customer": customer_id, "limit": 100})
+            self._client.v1.payment_intents.list_async(
+                params={"customer": customer_id, "limit": 100}
+            )
         )
         for intent in page["data"]:
             if (intent.get("metadata") or {}).get(metadata_key) == value:

@@ -142,15 +142,19 @@ async def test_key_from_the_idempotency_key_header(make: Factory, emulator: Stri
 
 async def test_header_key_does_not_apply_to_two_topups_in_one_document(make: Factory) -> None:
     org = await make.org()
-    document = """mutation { a: topup(input: {audCents: 10000}) { __typename ... on InvalidInput { field } }
-                            b: topup(input: {audCents: 10000}) { __typename ... on InvalidInput { field } } }"""
+    document = """mutation {
+      a: topup(input: {audCents: 10000}) { __typename ... on InvalidInput { field } }
+      b: topup(input: {audCents: 10000}) { __typename ... on InvalidInput { field } }
+    }"""
 
     data = await org.api(document, headers={"Idempotency-Key": "shared"})
 
     assert data["a"] == data["b"] == {"__typename": "InvalidInput", "field": "idempotencyKey"}
 
 
-async def test_same_key_different_input_is_a_conflict(make: Factory, emulator: StripeEmulator) -> None:
+async def test_same_key_different_input_is_a_conflict(
+    make: Factory, emulator: StripeEmulator
+) -> None:
     org = await make.org()
     await save_card(org.api, emulator)
     await topup(org, audCents=10_000, idempotencyKey="k1")
@@ -258,7 +262,9 @@ async def test_three_d_secure_round_trip_grants_exactly_once(
     assert still["paymentIntentId"] == challenge["paymentIntentId"]
 
     await asyncio.to_thread(
-        emulator.authenticate_payment_intent, challenge["paymentIntentId"], challenge["clientSecret"]
+        emulator.authenticate_payment_intent,
+        challenge["paymentIntentId"],
+        challenge["clientSecret"],
     )
     done = await topup(org, audCents=50_000, idempotencyKey="3ds")
     replay = await topup(org, audCents=50_000, idempotencyKey="3ds")
@@ -304,7 +310,9 @@ async def test_resume_settles_an_authenticated_attempt_once(
     await save_card(org.api, emulator, THREE_D_SECURE)
     challenge = await topup(org, audCents=10_000, idempotencyKey="3ds-resume")
     await asyncio.to_thread(
-        emulator.authenticate_payment_intent, challenge["paymentIntentId"], challenge["clientSecret"]
+        emulator.authenticate_payment_intent,
+        challenge["paymentIntentId"],
+        challenge["clientSecret"],
     )
 
     resumed = (await org.api(RESUME, {"id": challenge["challengeAttemptId"]}))["resumeTopup"]

@@ -18,7 +18,11 @@ class GraphQLClient:
         return {**headers, **(extra or {})}
 
     async def post(
-        self, query: str, variables: dict[str, Any] | None = None, *, headers: dict[str, str] | None = None
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         body: dict[str, Any] = {"query": query}
         if variables is not None:
@@ -26,7 +30,11 @@ class GraphQLClient:
         return await self.http.post(self.url, json=body, headers=self.headers(headers))
 
     async def __call__(
-        self, query: str, variables: dict[str, Any] | None = None, *, headers: dict[str, str] | None = None
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """The response body; fails the test on HTTP errors or unexpected GraphQL errors."""
         response = await self.post(query, variables, headers=headers)

@@ -21,7 +21,9 @@ ATTACH = """
 mutation Attach($pm: String!, $default: Boolean!) {
   attachPaymentMethod(input: {paymentMethodId: $pm, setAsDefault: $default}) {
     __typename
-    ... on PaymentMethodAttached { paymentMethod { id stripeId brand last4 expMonth expYear isDefault } }
+    ... on PaymentMethodAttached {
+      paymentMethod { id stripeId brand last4 expMonth expYear isDefault }
+    }
     ... on CardDeclined { declineCode }
     ... on Problem { title httpStatus: status detail }
   }

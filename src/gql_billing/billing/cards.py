@@ -118,7 +118,7 @@ class CardService:
 
     async def _auto_topup_on(self, organization_id: int) -> bool:
         async with self._db.read() as session:
-            query = select(Wallet.auto_topup_enabled).where(
+            query = select(col(Wallet.auto_topup_enabled)).where(
                 col(Wallet.organization_id) == organization_id
             )
             return bool((await session.execute(query)).scalar_one_or_none())
@@ -131,7 +131,14 @@ async def _store(session: AsyncSession, organization_id: int, card: Card) -> Pay
     )
     row = (await session.execute(query)).scalar_one_or_none()
     if row is None:
-        row = PaymentMethod(organization_id=organization_id, stripe_id=card.id, brand="", last4="", exp_month=0, exp_year=0)
+        row = PaymentMethod(
+            organization_id=organization_id,
+            stripe_id=card.id,
+            brand="",
+            last4="",
+            exp_month=0,
+            exp_year=0,
+        )
         session.add(row)
     row.brand = card.brand
     row.last4 = card.last4
@@ -144,7 +151,9 @@ async def _store(session: AsyncSession, organization_id: int, card: Card) -> Pay
 async def _make_default(session: AsyncSession, organization_id: int, row: PaymentMethod) -> None:
     await session.execute(
         update(PaymentMethod)
-        .where(col(PaymentMethod.organization_id) == organization_id, col(PaymentMethod.id) != row.id)
+        .where(
+            col(PaymentMethod.organization_id) == organization_id, col(PaymentMethod.id) != row.id
+        )
         .values(is_default=False)
     )
     row.is_default = True

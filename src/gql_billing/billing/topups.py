@@ -55,7 +55,9 @@ class TopupRequest:
         if (self.aud_cents is None) == (self.credits is None):
             raise InvalidInput("audCents", "Give exactly one of audCents or credits")
         field, value = (
-            ("audCents", self.aud_cents) if self.aud_cents is not None else ("credits", self.credits)
+            ("audCents", self.aud_cents)
+            if self.aud_cents is not None
+            else ("credits", self.credits)
         )
         assert value is not None
         if value < MIN_TOPUP_AUD_CENTS:
@@ -164,7 +166,9 @@ class TopupService:
             claim.record.resource_id = attempt.id
             return attempt, claim.record.id
 
-    async def _drive(self, gateway: PaymentGateway, attempt: TopupAttempt, lock_id: int) -> TopupOutcome:
+    async def _drive(
+        self, gateway: PaymentGateway, attempt: TopupAttempt, lock_id: int
+    ) -> TopupOutcome:
         """Phases 2 and 3, releasing the key's lease whatever happens."""
         try:
             payment = await self.charge(gateway, attempt)
@@ -309,7 +313,11 @@ def _outcome(attempt: TopupAttempt) -> TopupOutcome:
         )
     if status == TopupStatus.FAILED:
         raise CardDeclined(attempt.decline_code, attempt.failure_reason or "The card was declined")
-    if status == TopupStatus.REQUIRES_ACTION and attempt.client_secret and attempt.payment_intent_id:
+    if (
+        status == TopupStatus.REQUIRES_ACTION
+        and attempt.client_secret
+        and attempt.payment_intent_id
+    ):
         raise AuthenticationRequired(
             client_secret=attempt.client_secret,
             payment_intent_id=attempt.payment_intent_id,

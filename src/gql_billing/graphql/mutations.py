@@ -153,7 +153,7 @@ def _count_fields(
             count += _count_fields(selection.selection_set, info, names, seen)
         elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen:
             seen.add(selection.name.value)
-            fragment = info.fragments.get(selection.name.value)
+            fragment = info._raw_info.fragments.get(selection.name.value)
             if fragment is not None:
                 count += _count_fields(fragment.selection_set, info, names, seen)
     return count
@@ -173,7 +173,9 @@ async def topup_success(info: Info, outcome: TopupOutcome) -> TopupSuccess:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(permission_classes=WRITE, description="billing:write. Save a card, step 1.")
+    @strawberry.mutation(
+        permission_classes=WRITE, description="billing:write. Save a card, step 1."
+    )
     async def create_setup_intent(self, info: Info) -> CreateSetupIntentResult:
         try:
             intent = await info.context.billing.cards.create_setup_intent(
@@ -183,7 +185,9 @@ class Mutation:
             return p.from_exception(exc)  # type: ignore[return-value]
         return SetupIntentCreated(client_secret=intent.client_secret, setup_intent_id=intent.id)
 
-    @strawberry.mutation(permission_classes=WRITE, description="billing:write. Save a card, step 3.")
+    @strawberry.mutation(
+        permission_classes=WRITE, description="billing:write. Save a card, step 3."
+    )
     async def attach_payment_method(
         self, info: Info, input: AttachPaymentMethodInput
     ) -> AttachPaymentMethodResult:
@@ -244,7 +248,8 @@ class Mutation:
         return await topup_success(info, outcome)
 
     @strawberry.mutation(
-        permission_classes=WRITE, description="billing:write. Settle a top-up that needed 3-D Secure."
+        permission_classes=WRITE,
+        description="billing:write. Settle a top-up that needed 3-D Secure.",
     )
     async def resume_topup(self, info: Info, input: ResumeTopupInput) -> TopupResult:
         attempt_id = pk_of(input.topup_attempt_id, "TopupAttempt")

@@ -71,13 +71,17 @@ async def paginate(
         query = query.where(id_column > before)
     if last is not None:
         # The page just newer than `before` (or the oldest page): read upwards, then flip.
-        rows = list((await session.execute(query.order_by(id_column.asc()).limit(last + 1))).scalars())
+        rows = list(
+            (await session.execute(query.order_by(id_column.asc()).limit(last + 1))).scalars()
+        )
         has_more = len(rows) > last
         rows = rows[:last][::-1]
         has_next, has_previous = before is not None, has_more
     else:
         size = default_size if first is None else first
-        rows = list((await session.execute(query.order_by(id_column.desc()).limit(size + 1))).scalars())
+        rows = list(
+            (await session.execute(query.order_by(id_column.desc()).limit(size + 1))).scalars()
+        )
         has_more = len(rows) > size
         rows = rows[:size]
         has_next, has_previous = has_more, after is not None

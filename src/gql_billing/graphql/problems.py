@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import strawberry
 
 from .. import errors
@@ -72,7 +74,7 @@ class BillingNotConfigured(Problem):
 
 
 def from_exception(exc: errors.BillingProblem) -> Problem:
-    base = {"title": exc.title, "status": exc.status, "detail": exc.detail}
+    base: dict[str, Any] = {"title": exc.title, "status": exc.status, "detail": exc.detail}
     match exc:
         case errors.AuthenticationRequired():
             attempt = exc.topup_attempt_id

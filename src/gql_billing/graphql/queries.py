@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC
+from typing import Any
 
 import strawberry
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlmodel import col
 
 from .. import models
 from ..auth import Scope as AuthScope
-from ..errors import InvalidInput
 from ..ledger import wallet_for
 from .context import Info
 from .ids import from_global_id, to_cursor
-from .pagination import PageArgs, paginate
+from .pagination import Page, PageArgs, paginate
 from .permissions import needs
 from .scalars import Credits
 from .types import (
@@ -33,7 +33,6 @@ from .types import (
     Viewer,
     Wallet,
     money,
-    user_error,
 )
 
 READ = [needs(AuthScope.BILLING_READ)]
@@ -58,7 +57,9 @@ class Query:
             row = await wallet_for(session, info.context.organization_id)
         return Wallet.from_row(row)
 
-    @strawberry.field(permission_classes=READ, description="billing:read. The ledger, newest first.")
+    @strawberry.field(
+        permission_classes=READ, description="billing:read. The ledger, newest first."
+    )
     async def transactions(
         self,
         info: Info,
@@ -72,7 +73,7 @@ class Query:
         query = select(entry).where(col(entry.organization_id) == info.context.organization_id)
         if filter is not None:
             if filter.kinds:
-                query = query.where(col(entry.kind).in_([k.value for k in filter.kinds]))
+                query = query.where(col(entry.kind).in_([str(k) for k in filter.kinds]))
             if filter.created_after is not None:
                 query = query.where(col(entry.created_at) > filter.created_after.astimezone(UTC))
             if filter.created_before is not None:
@@ -80,10 +81,14 @@ class Query:
             if filter.reference is not None:
                 query = query.where(col(entry.reference) == filter.reference)
         page = await _page(info, query, col(entry.id), PageArgs(first, after, last, before))
-        edges = [TransactionEdge(cursor=to_cursor(r.id), node=Transaction.from_row(r)) for r in page.rows]
+        edges = [
+            TransactionEdge(cursor=to_cursor(r.id), node=Transaction.from_row(r)) for r in page.rows
+        ]
         return TransactionConnection(edges=edges, page_info=page.page_info)
 
-    @strawberry.field(permission_classes=READ, description="billing:read. Saved cards, default first.")
+    @strawberry.field(
+        permission_classes=READ, description="billing:read. Saved cards, default first."
+    )
     async def payment_methods(self, info: Info) -> list[PaymentMethod] | None:
         pm = models.PaymentMethod
         query = (
@@ -107,7 +112,10 @@ class Query:
         attempt = models.TopupAttempt
         query = select(attempt).where(col(attempt.organization_id) == info.context.organization_id)
         page = await _page(info, query, col(attempt.id), PageArgs(first, after, last, before))
-        edges = [TopupAttemptEdge(cursor=to_cursor(r.id), node=TopupAttempt.from_row(r)) for r in page.rows]
+        edges = [
+            TopupAttemptEdge(cursor=to_cursor(r.id), node=TopupAttempt.from_row(r))
+            for r in page.rows
+        ]
         return TopupAttemptConnection(edges=edges, page_info=page.page_info)
 
     @strawberry.field(permission_classes=READ, description="billing:read. What credits cost.")
@@ -119,14 +127,14 @@ class Query:
         return await resolve_node(info, id)
 
 
-NODE_TABLES: dict[str, type] = {
+NODE_TABLES: dict[str, Any] = {
     "Organization": models.Organization,
     "Wallet": models.Wallet,
     "Transaction": models.LedgerEntry,
     "PaymentMethod": models.PaymentMethod,
     "TopupAttempt": models.TopupAttempt,
 }
-NODE_TYPES: dict[str, type] = {
+NODE_TYPES: dict[str, Any] = {
     "Organization": Organization,
     "Wallet": Wallet,
     "Transaction": Transaction,
@@ -139,7 +147,11 @@ async def resolve_node(info: Info, global_id: str) -> Node | None:
     """Another organization's object is indistinguishable from a missing one."""
     parsed = from_global_id(global_id)
     principal = info.context.principal
-    if parsed is None or principal.organization_id is None or not principal.has(AuthScope.BILLING_READ):
+    if (
+        parsed is None
+        or principal.organization_id is None
+        or not principal.has(AuthScope.BILLING_READ)
+    ):
         return None
     type_name, pk = parsed
     table = NODE_TABLES.get(type_name)
@@ -150,11 +162,11 @@ async def resolve_node(info: Info, global_id: str) -> Node | None:
     owner = getattr(row, "id" if type_name == "Organization" else "organization_id", None)
     if row is None or owner != principal.organization_id:
         return None
-    node: Node = NODE_TYPES[type_name].from_row(row)  # type: ignore[attr-defined]
+    node: Node = NODE_TYPES[type_name].from_row(row)
     return node
 
 
-async def _page(info: Info, query, id_column, args: PageArgs):  # type: ignore[no-untyped-def]
+async def _page(info: Info, query: Select[Any], id_column: Any, args: PageArgs) -> Page[Any]:
     settings = info.context.billing.settings
     async with info.context.billing.db.read() as session:
         return await paginate(
@@ -165,6 +177,3 @@ async def _page(info: Info, query, id_column, args: PageArgs):  # type: ignore[n
             default_size=settings.default_page_size,
             max_size=settings.max_page_size,
         )
-
-
-__all__ = ["InvalidInput", "Query", "user_error"]

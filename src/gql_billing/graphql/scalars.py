@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NewType
+from typing import TYPE_CHECKING, Any, NewType
 
 import strawberry
 
@@ -17,7 +17,12 @@ def _parse_credits(value: Any) -> int:
     return value
 
 
-Credits = NewType("Credits", int)
+if TYPE_CHECKING:
+    # For the type checker a Credits value is a plain int; at run time the NewType is the
+    # key that maps it to the GraphQL scalar.
+    Credits = int
+else:
+    Credits = NewType("Credits", int)
 
 CREDITS_SCALAR = strawberry.scalar(
     name="Credits",

@@ -8,6 +8,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
 
 from .mutations import Mutation
 from .problems import (
@@ -45,8 +46,22 @@ class MaskFaults(MaskErrors):
         super().__init__(should_mask_error=_should_mask, error_message=MASKED_MESSAGE)
 
 
-def build_schema(extensions: Sequence[type[SchemaExtension]] = ()) -> strawberry.Schema:
-    return strawberry.Schema(
+class BillingSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Log faults only: a client's bad query or missing scope is not the server's error."""
+        faults = [e for e in errors if _is_fault(e)]
+        super().process_errors(faults, execution_context)
+
+
+def _is_fault(error: GraphQLError) -> bool:
+    original = error.original_error
+    return original is not None and not isinstance(original, GraphQLError) and _should_mask(error)
+
+
+def build_schema(extensions: Sequence[type[SchemaExtension]] = ()) -> BillingSchema:
+    return BillingSchema(
         query=Query,
         mutation=Mutation,
         types=[

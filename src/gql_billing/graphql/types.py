@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
+
 import strawberry
 from graphql import GraphQLError
 from sqlalchemy import func, select
@@ -228,7 +229,9 @@ class Wallet(Node):
         assert row.id is not None
         return cls(id=strawberry.ID(to_global_id("Wallet", row.id)), row=row)
 
-    @strawberry.field(description="Posted credits (grants, bonuses, refunds, adjustments − charges).")
+    @strawberry.field(
+        description="Posted credits (grants, bonuses, refunds, adjustments − charges)."
+    )
     def balance_credits(self) -> Credits:
         return self.row.balance_credits
 
@@ -358,4 +361,3 @@ class TransactionFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
     reference: str | None = None
-

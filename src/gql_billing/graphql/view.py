@@ -57,9 +57,13 @@ class BillingGraphQL(GraphQL[Context, None]):
                 scope.setdefault("state", {})["principal"] = principal
         await super().__call__(scope, receive, send)
 
-    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> Context:
         principal: Principal | None = request.scope.get("state", {}).get("principal")
         if principal is None:
             # Only the playground page gets here unauthenticated, and it runs no operation.
             principal = Principal(token_id=0, organization_id=None, scopes=frozenset())
-        return Context(request=request, response=response, principal=principal, billing=self.billing)
+        return Context(
+            request=request, response=response, principal=principal, billing=self.billing
+        )
