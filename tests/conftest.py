@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 
 from gql_billing import auth, migrate
 from gql_billing.billing.organizations import create_organization, grant_credits
+from gql_billing.clock import FakeClock
 from gql_billing.graphql.ids import to_global_id
 from gql_billing.models import Plan
 from gql_billing.settings import Settings
@@ -69,12 +71,19 @@ def settings(tmp_path: Path, template_db: Path, stripe_proxy: FaultProxy) -> Set
         stripe_secret_key=TEST_SECRET_KEY,
         stripe_api_base=stripe_proxy.base_url,
         stripe_timeout_seconds=2.0,
+        # Tests drive the worker's ticks themselves, on a fake clock.
+        run_worker=False,
     )
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[ServedApp]:
-    async with serve(settings) as served:
+def clock() -> FakeClock:
+    return FakeClock(datetime(2026, 11, 20, 9, 30, tzinfo=UTC))
+
+
+@pytest.fixture
+async def app(settings: Settings, clock: FakeClock) -> AsyncIterator[ServedApp]:
+    async with serve(settings, clock) as served:
         yield served
 
 

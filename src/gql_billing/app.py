@@ -18,6 +18,7 @@ from .graphql.schema import build_schema
 from .graphql.view import BillingGraphQL
 from .settings import Settings
 from .stripe_gateway import PaymentGateway, StripeGateway
+from .worker import Worker, running
 
 
 def build_gateway(settings: Settings) -> PaymentGateway | None:
@@ -62,7 +63,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         try:
-            yield
+            if settings.run_worker:
+                async with running(Worker(billing)):
+                    yield
+            else:
+                yield
         finally:
             if owns_gateway and gateway is not None:
                 await gateway.close()

@@ -95,7 +95,7 @@ async def issue_token(
 async def revoke_token(db: Database, prefix_or_id: str) -> int:
     async with db.write() as session:
         query = select(ApiToken).where(col(ApiToken.prefix) == prefix_or_id)
-        if prefix_or_id.isdigit():
+        if prefix_or_id.isascii() and prefix_or_id.isdigit():
             query = select(ApiToken).where(col(ApiToken.id) == int(prefix_or_id))
         row = (await session.execute(query)).scalar_one_or_none()
         if row is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Coroutine
@@ -35,7 +36,7 @@ async def _with_db(
 
 def organization_pk(value: str) -> int:
     """Accept the global id printed by `org create` (or a bare number)."""
-    pk = int(value) if value.isdigit() else pk_of(value, "Organization")
+    pk = int(value) if value.isascii() and value.isdigit() else pk_of(value, "Organization")
     if pk is None:
         raise SystemExit(f"error: {value!r} is not an organization id")
     return pk
@@ -141,6 +142,28 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     uvicorn.run(create_app(settings), host=args.host, port=args.port)
 
 
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
+    from .app import build_gateway
+    from .billing import Billing
+    from .clock import SystemClock
+    from .worker import Worker
+
+    migrate.upgrade(settings.database_url)
+
+    async def work() -> None:
+        db = Database(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+        gateway = build_gateway(settings)
+        try:
+            await Worker(Billing.build(settings, db, gateway, SystemClock())).run_forever()
+        finally:
+            if gateway is not None:
+                await gateway.close()
+            await db.dispose()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(work())
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from .demo import run_demo
 
@@ -163,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     sub.add_parser("migrate", help="upgrade the database").set_defaults(func=cmd_migrate)
+    sub.add_parser("worker", help="only the background worker").set_defaults(func=cmd_worker)
 
     org = sub.add_parser("org", help="organizations").add_subparsers(
         dest="org_command", required=True
@@ -176,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     org_create.add_argument("--approval-threshold", type=int, default=None)
     org_create.add_argument("--json", action="store_true")
     org_create.set_defaults(func=cmd_org_create)
+    # (--approval-threshold: spends above this many credits wait for billing:approve)
 
     token = sub.add_parser("token", help="API tokens").add_subparsers(
         dest="token_command", required=True

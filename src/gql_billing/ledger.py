@@ -79,6 +79,7 @@ async def post(
     description: str,
     reference: str | None = None,
     topup_attempt_id: int | None = None,
+    reservation_id: int | None = None,
     payment_intent_id: str | None = None,
 ) -> Posted:
     """Apply one movement and append its entry; InsufficientCredits if available would go < 0."""
@@ -112,6 +113,7 @@ async def post(
         description=description,
         reference=reference,
         topup_attempt_id=topup_attempt_id,
+        reservation_id=reservation_id,
         payment_intent_id=payment_intent_id,
     )
     session.add(entry)

@@ -72,6 +72,46 @@ class TopupTrigger(StrEnum):
     AUTO = "AUTO"
 
 
+class ReservationStatus(StrEnum):
+    PENDING_APPROVAL = "PENDING_APPROVAL"
+    HELD = "HELD"
+    CAPTURED = "CAPTURED"
+    RELEASED = "RELEASED"
+    REFUNDED = "REFUNDED"
+    REJECTED = "REJECTED"
+    # Internal: a card hold being authorised at Stripe (never shown to clients), or whose
+    # authorisation failed for good (a decline).
+    AUTHORIZING = "AUTHORIZING"
+    FAILED = "FAILED"
+
+
+VISIBLE_RESERVATION_STATUSES = (
+    ReservationStatus.PENDING_APPROVAL,
+    ReservationStatus.HELD,
+    ReservationStatus.CAPTURED,
+    ReservationStatus.RELEASED,
+    ReservationStatus.REFUNDED,
+    ReservationStatus.REJECTED,
+)
+
+
+class BillingMode(StrEnum):
+    CREDITS = "CREDITS"
+    CARD_HOLD = "CARD_HOLD"
+    ENTERPRISE = "ENTERPRISE"
+
+
+class ApprovalStatus(StrEnum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+
+
+class InvoiceStatus(StrEnum):
+    OPEN = "OPEN"
+    FINALIZED = "FINALIZED"
+
+
 class Organization(SQLModel, table=True):
     __tablename__ = "organizations"
 
@@ -145,6 +185,7 @@ class LedgerEntry(SQLModel, table=True):
     description: str = Field(default="", max_length=500)
     reference: str | None = Field(default=None, max_length=255)
     topup_attempt_id: int | None = Field(default=None, foreign_key="topup_attempts.id")
+    reservation_id: int | None = Field(default=None, foreign_key="reservations.id", index=True)
     payment_intent_id: str | None = Field(default=None, max_length=255)
     created_at: datetime = _ts()
 
@@ -208,4 +249,80 @@ class IdempotencyKey(SQLModel, table=True):
     resource_id: int | None = Field(default=None)
     # Set while a request runs with this key; a crashed request's claim lapses after it.
     locked_until: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()
+
+
+class Reservation(SQLModel, table=True):
+    """An external spend: reserved at placement, settled once on the outcome."""
+
+    __tablename__ = "reservations"
+    __table_args__ = (Index("ix_reservation_org_id", "organization_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    organization_id: int = Field(foreign_key="organizations.id")
+    status: str = Field(max_length=20)
+    billing_mode: str = Field(max_length=20)
+    amount_credits: int = _credits()
+    captured_credits: int = _credits()
+    reference: str = Field(max_length=255)
+    description: str = Field(default="", max_length=500)
+    # Card holds: the PaymentIntent, and the keys every retry sends Stripe.
+    payment_method_stripe_id: str | None = Field(default=None, max_length=255)
+    payment_intent_id: str | None = Field(default=None, max_length=255, unique=True)
+    stripe_key: str = Field(default_factory=lambda: uuid4().hex, max_length=64)
+    client_secret: str | None = Field(default=None, max_length=500)
+    decline_code: str | None = Field(default=None, max_length=100)
+    # A card hold's settlement in flight at Stripe ("capture", "release", "refund"), so a
+    # concurrent different settlement is refused and a retry of the same one resumes it.
+    pending_settlement: str | None = Field(default=None, max_length=20)
+    reason: str | None = Field(default=None, max_length=500)
+    created_at: datetime = _ts()
+    settled_at: datetime | None = _ts(nullable=True)
+    refunded_at: datetime | None = _ts(nullable=True)
+
+
+class Approval(SQLModel, table=True):
+    __tablename__ = "approvals"
+    __table_args__ = (Index("ix_approval_org_id", "organization_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    organization_id: int = Field(foreign_key="organizations.id")
+    reservation_id: int = Field(foreign_key="reservations.id", unique=True)
+    status: str = Field(default=ApprovalStatus.PENDING.value, max_length=20)
+    amount_credits: int = _credits()
+    reference: str = Field(max_length=255)
+    description: str = Field(default="", max_length=500)
+    requested_at: datetime = _ts()
+    decided_at: datetime | None = _ts(nullable=True)
+    reason: str | None = Field(default=None, max_length=500)
+    decided_by_token_id: int | None = Field(default=None)
+
+
+class Invoice(SQLModel, table=True):
+    """An enterprise organization's month: captures accrue as lines, refunds as negative ones."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "period", name="uq_invoice_org_period"),
+        Index("ix_invoice_org_id", "organization_id", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    organization_id: int = Field(foreign_key="organizations.id")
+    period: str = Field(max_length=7)
+    status: str = Field(default=InvoiceStatus.OPEN.value, max_length=20)
+    total_credits: int = _credits()
+    created_at: datetime = _ts()
+    finalized_at: datetime | None = _ts(nullable=True)
+
+
+class InvoiceLine(SQLModel, table=True):
+    __tablename__ = "invoice_lines"
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoices.id", index=True)
+    reservation_id: int = Field(foreign_key="reservations.id")
+    reference: str = Field(max_length=255)
+    description: str = Field(default="", max_length=500)
+    amount_credits: int = _credits()
     created_at: datetime = _ts()

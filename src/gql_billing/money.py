@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from babel.core import Locale, UnknownLocaleError
-from babel.numbers import format_currency, get_currency_precision
+from babel.numbers import format_currency, get_currency_precision, get_currency_symbol
 
 from .errors import InvalidInput
 
@@ -37,9 +38,9 @@ class Money:
     rate_as_of: datetime | None
 
     def formatted(self, locale: str | None = None) -> str:
-        return format_currency(
-            self.amount, self.currency, locale=_parse_locale(locale or DEFAULT_LOCALE)
-        )
+        parsed = _parse_locale(locale or DEFAULT_LOCALE)
+        text = format_currency(self.amount, self.currency, locale=parsed)
+        return _currency_spacing(text, get_currency_symbol(self.currency, locale=parsed))
 
     @property
     def amount_text(self) -> str:
@@ -77,6 +78,25 @@ class DisplayRates:
         quantum = Decimal(1).scaleb(-_precision(code))
         converted = (aud * rate).quantize(quantum, rounding=ROUND_HALF_EVEN)
         return Money(converted, code, True, self.as_of)
+
+
+def _currency_spacing(text: str, symbol: str) -> str:
+    """CLDR's currencySpacing rule, which Babel does not apply: a currency symbol that ends
+    (or starts) with a non-symbol character, such as the code "USD", is kept apart from the
+    digits by a no-break space ("USD 480.12"), while "$480.12" stays as it is."""
+    at = text.find(symbol)
+    if not symbol or at < 0:
+        return text
+    end = at + len(symbol)
+    if end < len(text) and text[end].isdigit() and not _is_symbol_or_space(symbol[-1]):
+        return f"{text[:end]}\u00a0{text[end:]}"
+    if at > 0 and text[at - 1].isdigit() and not _is_symbol_or_space(symbol[0]):
+        return f"{text[:at]}\u00a0{text[at:]}"
+    return text
+
+
+def _is_symbol_or_space(char: str) -> bool:
+    return unicodedata.category(char)[0] in "SZ"
 
 
 def _precision(code: str) -> int:

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
 
     sqlite_busy_timeout_ms: int = 15000
 
+    # Background worker (in `serve` unless turned off; `gql-billing worker` runs it alone).
+    run_worker: bool = True
+    worker_interval_seconds: float = 30.0
+    # Stripe cancels uncaptured authorisations at about 7 days: release ours first.
+    card_hold_ttl_seconds: float = 6 * 24 * 3600
+
     max_page_size: int = 100
     default_page_size: int = 20
 

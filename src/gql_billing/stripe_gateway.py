@@ -83,6 +83,16 @@ class PaymentGateway(Protocol):
 
     async def retrieve_payment(self, intent_id: str) -> Payment: ...
 
+    async def capture_payment(
+        self, intent_id: str, *, amount_cents: int, idempotency_key: str
+    ) -> Payment: ...
+
+    async def cancel_payment(self, intent_id: str, *, idempotency_key: str) -> Payment: ...
+
+    async def refund_payment(
+        self, intent_id: str, *, amount_cents: int, idempotency_key: str
+    ) -> None: ...
+
     async def find_payment(
         self, customer_id: str, metadata_key: str, value: str
     ) -> Payment | None: ...
@@ -260,6 +270,48 @@ class StripeGateway:
     async def retrieve_payment(self, intent_id: str) -> Payment:
         intent = await self._call(self._client.v1.payment_intents.retrieve_async(intent_id))
         return _payment_from_intent(intent)
+
+    async def capture_payment(
+        self, intent_id: str, *, amount_cents: int, idempotency_key: str
+    ) -> Payment:
+        intent = await self._settle_call(
+            self._client.v1.payment_intents.capture_async(
+                intent_id,
+                params={"amount_to_capture": amount_cents},
+                options={"idempotency_key": idempotency_key},
+            ),
+            intent_id,
+        )
+        return _payment_from_intent(intent)
+
+    async def cancel_payment(self, intent_id: str, *, idempotency_key: str) -> Payment:
+        intent = await self._settle_call(
+            self._client.v1.payment_intents.cancel_async(
+                intent_id, options={"idempotency_key": idempotency_key}
+            ),
+            intent_id,
+        )
+        return _payment_from_intent(intent)
+
+    async def refund_payment(
+        self, intent_id: str, *, amount_cents: int, idempotency_key: str
+    ) -> None:
+        params: Any = {"payment_intent": intent_id, "amount": amount_cents}
+        await self._settle_call(
+            self._client.v1.refunds.create_async(
+                params=params, options={"idempotency_key": idempotency_key}
+            ),
+            intent_id,
+        )
+
+    async def _settle_call(self, coro: Any, intent_id: str) -> dict[str, Any]:
+        """A settlement that Stripe refuses (the intent already moved on) is an outage to us
+        only if we cannot tell; otherwise the intent's own state is the answer."""
+        try:
+            return await self._call(coro)
+        except stripe.InvalidRequestError:
+            intent = await self._call(self._client.v1.payment_intents.retrieve_async(intent_id))
+            return intent
 
     async def find_payment(self, customer_id: str, metadata_key: str, value: str) -> Payment | None:
         """Look an intent up by our metadata (after Stripe's 24 h idempotency window)."""

@@ -10,8 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
+from sqlmodel import col
 
 from conftest import Factory, Org
+from gql_billing import models
 from gql_billing.settings import Settings
 from support.app_server import serve
 from support.cards import VISA, save_card
@@ -298,9 +301,7 @@ async def test_another_organizations_card_is_not_found_and_not_moved(
     assert await default_card(owner) == pm
 
 
-async def test_unknown_payment_method_is_not_found(
-    make: Factory, emulator: StripeEmulator
-) -> None:
+async def test_unknown_payment_method_is_not_found(make: Factory, emulator: StripeEmulator) -> None:
     org = await make.org()
 
     result = await attach(org, "pm_doesnotexist", default=False)
@@ -429,6 +430,23 @@ async def test_set_default_of_another_organizations_card_is_not_found(
     assert stripe_customer["invoice_settings"]["default_payment_method"] == others_card
 
 
+async def test_stripe_500_on_set_default_is_provider_unavailable_and_changes_nothing(
+    make: Factory, emulator: StripeEmulator, stripe_proxy: FaultProxy
+) -> None:
+    org = await make.org()
+    first = await save_card(org.api, emulator, VISA, default=True)
+    second = await save_card(org.api, emulator, MASTERCARD, default=False)
+    customer = await customer_of(emulator, first)
+    stripe_proxy.inject("http_500", path_contains=f"/v1/customers/{customer}")
+
+    result = await set_default(org, second)
+
+    assert (result["__typename"], result["httpStatus"]) == ("PaymentProviderUnavailable", 502)
+    assert await default_card(org) == first
+    stripe_customer = await stripe_get(emulator, f"/v1/customers/{customer}")
+    assert stripe_customer["invoice_settings"]["default_payment_method"] == first
+
+
 # -- detachPaymentMethod ------------------------------------------------------------------------
 
 
@@ -486,6 +504,44 @@ async def test_detach_of_another_organizations_card_is_not_found_and_keeps_it(
     assert (result["__typename"], result["httpStatus"]) == ("NotFound", 404)
     assert [c["stripeId"] for c in await cards(owner)] == [pm]
     assert await customer_of(emulator, pm) == customer
+
+
+async def test_stripe_500_on_detach_is_provider_unavailable_and_keeps_the_card(
+    make: Factory, emulator: StripeEmulator, stripe_proxy: FaultProxy
+) -> None:
+    org = await make.org()
+    pm = await save_card(org.api, emulator)
+    stripe_proxy.inject("http_500", path_contains=f"/v1/payment_methods/{pm}/detach")
+
+    failed = await detach(org, pm)
+    retried = await detach(org, pm)
+
+    assert (failed["__typename"], failed["httpStatus"]) == ("PaymentProviderUnavailable", 502)
+    assert retried["__typename"] == "PaymentMethodDetached"
+    assert await cards(org) == []
+
+
+async def test_detaching_the_default_card_while_auto_topup_is_on_is_invalid_state(
+    make: Factory, emulator: StripeEmulator
+) -> None:
+    org = await make.org()
+    pm = await save_card(org.api, emulator, default=True)
+    spare = await save_card(org.api, emulator, MASTERCARD, default=False)
+    # No setAutoTopup mutation yet: switch it on in the store, as that mutation would.
+    async with make.app.billing.db.write() as session:
+        await session.execute(
+            update(models.Wallet)
+            .where(col(models.Wallet.organization_id) == org.pk)
+            .values(auto_topup_enabled=True)
+        )
+
+    refused = await detach(org, pm)
+    spare_removed = await detach(org, spare)
+
+    assert (refused["__typename"], refused["httpStatus"]) == ("InvalidState", 409)
+    assert spare_removed["__typename"] == "PaymentMethodDetached"
+    assert [c["stripeId"] for c in await cards(org)] == [pm]
+    assert await customer_of(emulator, pm) is not None
 
 
 # -- no Stripe configured -----------------------------------------------------------------------

@@ -12,6 +12,7 @@ import uvicorn
 
 from gql_billing.app import create_app
 from gql_billing.billing import Billing
+from gql_billing.clock import Clock
 from gql_billing.settings import Settings
 
 
@@ -33,8 +34,8 @@ class ServedApp:
 
 
 @contextlib.asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[ServedApp]:
-    app = create_app(settings)
+async def serve(settings: Settings, clock: Clock | None = None) -> AsyncIterator[ServedApp]:
+    app = create_app(settings, clock=clock)
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from ..clock import Clock
 from ..db import Database
@@ -10,6 +11,7 @@ from ..money import DisplayRates
 from ..settings import Settings
 from ..stripe_gateway import PaymentGateway
 from .cards import CardService
+from .spend import SpendService
 from .topups import TopupService
 
 
@@ -24,13 +26,12 @@ class Billing:
     rates: DisplayRates
     cards: CardService
     topups: TopupService
+    spend: SpendService
 
     @classmethod
     def build(
         cls, settings: Settings, db: Database, gateway: PaymentGateway | None, clock: Clock
     ) -> Billing:
-        from datetime import timedelta
-
         lease = timedelta(seconds=settings.idempotency_lease_seconds)
         return cls(
             settings=settings,
@@ -40,4 +41,5 @@ class Billing:
             rates=DisplayRates.parse(settings.display_rates, settings.display_rates_as_of),
             cards=CardService(db, gateway),
             topups=TopupService(db, gateway, clock, lease=lease),
+            spend=SpendService(db, gateway, clock, lease=lease),
         )

@@ -16,7 +16,7 @@ def from_global_id(global_id: str) -> tuple[str, int] | None:
     if raw is None:
         return None
     type_name, _, pk = raw.partition(":")
-    if not type_name or not pk.isdigit() or len(pk) > 18:
+    if not type_name or not (pk.isascii() and pk.isdigit()) or len(pk) > 18:
         return None
     return type_name, int(pk)
 
@@ -37,7 +37,7 @@ def from_cursor(cursor: str) -> int | None:
     if raw is None or not raw.startswith("cursor:"):
         return None
     pk = raw.removeprefix("cursor:")
-    return int(pk) if pk.isdigit() and len(pk) <= 18 else None
+    return int(pk) if pk.isascii() and pk.isdigit() and len(pk) <= 18 else None
 
 
 def _encode(text: str) -> str:

@@ -17,6 +17,7 @@ from .ids import from_global_id, to_cursor
 from .pagination import Page, PageArgs, paginate
 from .permissions import needs
 from .scalars import Credits
+from .spend_types import Approval, Invoice, Reservation
 from .types import (
     Money,
     Node,
@@ -80,7 +81,7 @@ class Query:
                 query = query.where(col(entry.created_at) < filter.created_before.astimezone(UTC))
             if filter.reference is not None:
                 query = query.where(col(entry.reference) == filter.reference)
-        page = await _page(info, query, col(entry.id), PageArgs(first, after, last, before))
+        page = await page_of(info, query, col(entry.id), PageArgs(first, after, last, before))
         edges = [
             TransactionEdge(cursor=to_cursor(r.id), node=Transaction.from_row(r)) for r in page.rows
         ]
@@ -111,7 +112,7 @@ class Query:
     ) -> TopupAttemptConnection | None:
         attempt = models.TopupAttempt
         query = select(attempt).where(col(attempt.organization_id) == info.context.organization_id)
-        page = await _page(info, query, col(attempt.id), PageArgs(first, after, last, before))
+        page = await page_of(info, query, col(attempt.id), PageArgs(first, after, last, before))
         edges = [
             TopupAttemptEdge(cursor=to_cursor(r.id), node=TopupAttempt.from_row(r))
             for r in page.rows
@@ -128,6 +129,9 @@ class Query:
 
 
 NODE_TABLES: dict[str, Any] = {
+    "Reservation": models.Reservation,
+    "Approval": models.Approval,
+    "Invoice": models.Invoice,
     "Organization": models.Organization,
     "Wallet": models.Wallet,
     "Transaction": models.LedgerEntry,
@@ -135,6 +139,9 @@ NODE_TABLES: dict[str, Any] = {
     "TopupAttempt": models.TopupAttempt,
 }
 NODE_TYPES: dict[str, Any] = {
+    "Reservation": Reservation,
+    "Approval": Approval,
+    "Invoice": Invoice,
     "Organization": Organization,
     "Wallet": Wallet,
     "Transaction": Transaction,
@@ -166,7 +173,7 @@ async def resolve_node(info: Info, global_id: str) -> Node | None:
     return node
 
 
-async def _page(info: Info, query: Select[Any], id_column: Any, args: PageArgs) -> Page[Any]:
+async def page_of(info: Info, query: Select[Any], id_column: Any, args: PageArgs) -> Page[Any]:
     settings = info.context.billing.settings
     async with info.context.billing.db.read() as session:
         return await paginate(

@@ -8,6 +8,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from .mutations import Mutation
@@ -25,6 +26,8 @@ from .problems import (
 )
 from .queries import Query
 from .scalars import CREDITS_SCALAR, Credits
+from .spend_api import SpendMutation, SpendQuery
+from .spend_types import Approval, Invoice, Reservation
 from .types import Organization, PaymentMethod, TopupAttempt, Transaction, Wallet
 
 MASKED_MESSAGE = "Internal server error"
@@ -62,9 +65,12 @@ def _is_fault(error: GraphQLError) -> bool:
 
 def build_schema(extensions: Sequence[type[SchemaExtension]] = ()) -> BillingSchema:
     return BillingSchema(
-        query=Query,
-        mutation=Mutation,
+        query=merge_types("Query", (Query, SpendQuery)),
+        mutation=merge_types("Mutation", (Mutation, SpendMutation)),
         types=[
+            Reservation,
+            Approval,
+            Invoice,
             Organization,
             Wallet,
             Transaction,

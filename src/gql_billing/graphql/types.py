@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from graphql import GraphQLError
@@ -15,6 +16,9 @@ from ..money import Money as MoneyValue
 from .context import Info
 from .ids import to_global_id
 from .scalars import Credits
+
+if TYPE_CHECKING:
+    from .spend_types import Reservation
 
 
 @strawberry.enum
@@ -310,6 +314,18 @@ class Transaction(Node):
     @strawberry.field
     def reference(self) -> str | None:
         return self.row.reference
+
+    @strawberry.field
+    async def reservation(
+        self, info: Info
+    ) -> Annotated[Reservation, strawberry.lazy("gql_billing.graphql.spend_types")] | None:
+        from .spend_types import Reservation
+
+        if self.row.reservation_id is None:
+            return None
+        async with info.context.billing.db.read() as session:
+            row = await session.get(models.Reservation, self.row.reservation_id)
+        return Reservation.from_row(row) if row else None
 
     @strawberry.field
     async def topup(self, info: Info) -> TopupAttempt | None:

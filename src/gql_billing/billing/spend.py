@@ -1,0 +1,527 @@
+"""Spend: reserve at placement, settle once on the outcome (SPEC §7).
+
+Credits reservations move only the ledger (one transaction each). Card holds (FREE plans
+without enough credits) are Stripe PaymentIntents with manual capture: as with top-ups, the
+intent of each step is recorded and committed first, Stripe is called with a key stored on
+the reservation, and the result settles in a second transaction. Enterprise reservations
+touch no wallet; captures become lines of the month's invoice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from .. import idempotency, ledger
+from ..clock import Clock
+from ..db import Database
+from ..errors import (
+    AuthenticationRequired,
+    BillingNotConfigured,
+    CardDeclined,
+    InsufficientCredits,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    PaymentMethodRequired,
+)
+from ..models import (
+    Approval,
+    ApprovalStatus,
+    BillingMode,
+    Organization,
+    Plan,
+    Reservation,
+    ReservationStatus,
+)
+from ..money import MAX_CHARGE_AUD_CENTS
+from ..stripe_gateway import DECLINED, REQUIRES_ACTION, REQUIRES_CAPTURE, PaymentGateway
+from . import invoices
+from .topups import default_card
+
+OPERATION = "reserveCredits"
+MAX_REFERENCE_LENGTH = 255
+MAX_DESCRIPTION_LENGTH = 500
+
+S = ReservationStatus
+
+
+@dataclass(frozen=True)
+class ReserveRequest:
+    organization_id: int | None
+    amount_credits: int
+    reference: str
+    description: str | None
+    idempotency_key: str | None
+
+    def validate(self) -> int:
+        if self.organization_id is None:
+            raise InvalidInput("organizationId", "No such organization")
+        if self.amount_credits <= 0:
+            raise InvalidInput("amountCredits", "amountCredits must be positive")
+        if not self.reference.strip() or len(self.reference) > MAX_REFERENCE_LENGTH:
+            raise InvalidInput("reference", "reference must be 1-255 characters")
+        if self.description is not None and len(self.description) > MAX_DESCRIPTION_LENGTH:
+            raise InvalidInput("description", "description must be at most 500 characters")
+        return self.organization_id
+
+    def fingerprint(self) -> str:
+        return idempotency.fingerprint(
+            {
+                "amountCredits": self.amount_credits,
+                "reference": self.reference,
+                "description": self.description,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Spend:
+    """A reservation as the caller sees it, with its approval when it has one."""
+
+    reservation: Reservation
+    approval: Approval | None = None
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.reservation.status == S.PENDING_APPROVAL
+
+
+class SpendService:
+    def __init__(
+        self,
+        db: Database,
+        gateway: PaymentGateway | None,
+        clock: Clock,
+        *,
+        lease: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self._db = db
+        self._gateway = gateway
+        self._clock = clock
+        self._lease = lease
+
+    # -- reserve ----------------------------------------------------------------------------
+
+    async def reserve(self, request: ReserveRequest) -> Spend:
+        organization_id = request.validate()
+        key = idempotency.validate_key(request.idempotency_key)
+        now = self._clock.now()
+        async with self._db.write() as session:
+            org = await session.get(Organization, organization_id)
+            if org is None:
+                raise InvalidInput("organizationId", "No such organization")
+            claim = await idempotency.claim(
+                session,
+                organization_id=organization_id,
+                operation=OPERATION,
+                key=key,
+                request_hash=request.fingerprint(),
+                now=now,
+                lease=self._lease,
+            )
+            assert claim.record.id is not None
+            lock_id = claim.record.id
+            if claim.resource_id is not None:
+                reservation = await session.get(Reservation, claim.resource_id)
+                assert reservation is not None
+            else:
+                reservation = Reservation(
+                    organization_id=organization_id,
+                    status=S.HELD.value,
+                    billing_mode=_mode_of(org),
+                    amount_credits=request.amount_credits,
+                    reference=request.reference,
+                    description=request.description or "",
+                    created_at=now,
+                )
+                session.add(reservation)
+                await session.flush()
+                claim.record.resource_id = reservation.id
+                threshold = org.approval_threshold_credits
+                if threshold is not None and request.amount_credits > threshold:
+                    reservation.status = S.PENDING_APPROVAL.value
+                    approval = Approval(
+                        organization_id=organization_id,
+                        reservation_id=reservation.id,  # type: ignore[arg-type]
+                        amount_credits=request.amount_credits,
+                        reference=request.reference,
+                        description=request.description or "",
+                        requested_at=now,
+                    )
+                    session.add(approval)
+                    claim.record.locked_until = None
+                    await session.flush()
+                    return Spend(reservation, approval)
+                await self._hold(session, org, reservation)
+            if reservation.status != S.AUTHORIZING:
+                claim.record.locked_until = None
+                return await self._spend(session, reservation)
+        # A card hold: Stripe outside the transaction, the key's lease released whatever happens.
+        try:
+            reservation = await self._authorize(reservation)
+        finally:
+            async with self._db.write() as session:
+                await idempotency.unlock(session, lock_id)
+        return await self.get(reservation.id)
+
+    async def _hold(
+        self, session: AsyncSession, org: Organization, reservation: Reservation
+    ) -> None:
+        """Hold a new (or just approved) reservation by the organization's plan."""
+        assert reservation.id is not None
+        if org.plan == Plan.ENTERPRISE:
+            reservation.billing_mode = BillingMode.ENTERPRISE.value
+            reservation.status = S.HELD.value
+            return
+        try:
+            await ledger.post(
+                session,
+                organization_id=reservation.organization_id,
+                movement=ledger.reservation(reservation.amount_credits),
+                description=_describe("Reserved", reservation),
+                reference=reservation.reference,
+                reservation_id=reservation.id,
+            )
+        except InsufficientCredits:
+            if org.plan != Plan.FREE:
+                raise
+            await self._prepare_card_hold(session, org, reservation)
+            return
+        reservation.billing_mode = BillingMode.CREDITS.value
+        reservation.status = S.HELD.value
+
+    async def _prepare_card_hold(
+        self, session: AsyncSession, org: Organization, reservation: Reservation
+    ) -> None:
+        if self._gateway is None:
+            raise BillingNotConfigured()
+        if reservation.amount_credits > MAX_CHARGE_AUD_CENTS:
+            raise InvalidInput("amountCredits", "A card hold is at most 99999999 cents")
+        card = await default_card(session, reservation.organization_id)
+        if card is None or org.stripe_customer_id is None:
+            raise PaymentMethodRequired()
+        reservation.billing_mode = BillingMode.CARD_HOLD.value
+        reservation.status = S.AUTHORIZING.value
+        reservation.payment_method_stripe_id = card.stripe_id
+
+    async def _authorize(self, reservation: Reservation) -> Reservation:
+        """Authorise (or look up) the card hold's PaymentIntent and record the outcome."""
+        gateway = self._require_gateway()
+        assert reservation.id is not None and reservation.payment_method_stripe_id is not None
+        if reservation.payment_intent_id is not None:
+            payment = await gateway.retrieve_payment(reservation.payment_intent_id)
+        else:
+            async with self._db.read() as session:
+                org = await session.get(Organization, reservation.organization_id)
+            assert org is not None and org.stripe_customer_id is not None
+            payment = await gateway.charge_off_session(
+                customer_id=org.stripe_customer_id,
+                payment_method_id=reservation.payment_method_stripe_id,
+                amount_cents=reservation.amount_credits,
+                idempotency_key=f"hold:{reservation.stripe_key}",
+                metadata={
+                    "reservation_id": str(reservation.id),
+                    "reference": reservation.reference,
+                },
+                capture_manual=True,
+            )
+        async with self._db.write() as session:
+            fresh = await _locked(session, reservation.id)
+            if fresh.status != S.AUTHORIZING:
+                return fresh
+            fresh.payment_intent_id = fresh.payment_intent_id or payment.intent_id
+            if payment.status == REQUIRES_CAPTURE:
+                fresh.status = S.HELD.value
+                fresh.client_secret = None
+            elif payment.status == REQUIRES_ACTION:
+                fresh.client_secret = payment.client_secret
+            elif payment.status == DECLINED:
+                fresh.status = S.FAILED.value
+                fresh.decline_code = payment.decline_code
+                fresh.reason = payment.failure_message
+            return fresh
+
+    # -- settle -----------------------------------------------------------------------------
+
+    async def capture(self, reservation_id: int, amount_credits: int | None) -> Spend:
+        now = self._clock.now()
+        async with self._db.write() as session:
+            r = await _locked(session, reservation_id)
+            amount = r.amount_credits if amount_credits is None else amount_credits
+            if amount <= 0 or amount > r.amount_credits:
+                raise InvalidInput(
+                    "amountCredits", f"Capture between 1 and {r.amount_credits} credits"
+                )
+            if r.status == S.CAPTURED and r.captured_credits == amount:
+                return await self._spend(session, r)
+            _require_settleable(r, S.HELD, "capture")
+            if r.billing_mode == BillingMode.CARD_HOLD:
+                if r.pending_settlement == "capture" and r.captured_credits != amount:
+                    raise InvalidState("A capture of a different amount is in progress")
+                r.pending_settlement = "capture"
+                r.captured_credits = amount
+            else:
+                await self._capture_now(session, r, amount, now)
+                return await self._spend(session, r)
+        return await self._finish_card_settlement(r, "capture")
+
+    async def _capture_now(
+        self, session: AsyncSession, r: Reservation, amount: int, now: datetime
+    ) -> None:
+        if r.billing_mode == BillingMode.CREDITS:
+            await ledger.post(
+                session,
+                organization_id=r.organization_id,
+                movement=ledger.charge(amount),
+                description=_describe("Charged", r),
+                reference=r.reference,
+                reservation_id=r.id,
+            )
+            rest = r.amount_credits - amount
+            if rest:
+                await ledger.post(
+                    session,
+                    organization_id=r.organization_id,
+                    movement=ledger.release(rest),
+                    description=_describe("Released the rest of", r),
+                    reference=r.reference,
+                    reservation_id=r.id,
+                )
+        else:
+            await invoices.add_line(session, r, amount, now)
+        r.status = S.CAPTURED.value
+        r.captured_credits = amount
+        r.settled_at = now
+
+    async def release(self, reservation_id: int, reason: str | None = None) -> Spend:
+        now = self._clock.now()
+        async with self._db.write() as session:
+            r = await _locked(session, reservation_id)
+            if r.status == S.RELEASED:
+                return await self._spend(session, r)
+            _require_settleable(r, S.HELD, "release")
+            r.reason = reason
+            if r.billing_mode == BillingMode.CARD_HOLD:
+                r.pending_settlement = "release"
+            else:
+                if r.billing_mode == BillingMode.CREDITS:
+                    await ledger.post(
+                        session,
+                        organization_id=r.organization_id,
+                        movement=ledger.release(r.amount_credits),
+                        description=_describe("Released", r),
+                        reference=r.reference,
+                        reservation_id=r.id,
+                    )
+                r.status = S.RELEASED.value
+                r.settled_at = now
+                return await self._spend(session, r)
+        return await self._finish_card_settlement(r, "release")
+
+    async def refund(self, reservation_id: int, reason: str | None = None) -> Spend:
+        now = self._clock.now()
+        async with self._db.write() as session:
+            r = await _locked(session, reservation_id)
+            if r.status == S.REFUNDED:
+                return await self._spend(session, r)
+            _require_settleable(r, S.CAPTURED, "refund")
+            r.reason = reason
+            if r.billing_mode == BillingMode.CARD_HOLD:
+                r.pending_settlement = "refund"
+            else:
+                if r.billing_mode == BillingMode.CREDITS:
+                    await ledger.post(
+                        session,
+                        organization_id=r.organization_id,
+                        movement=ledger.refund(r.captured_credits),
+                        description=_describe("Refunded", r),
+                        reference=r.reference,
+                        reservation_id=r.id,
+                    )
+                else:
+                    await invoices.add_line(session, r, -r.captured_credits, now)
+                r.status = S.REFUNDED.value
+                r.refunded_at = now
+                return await self._spend(session, r)
+        return await self._finish_card_settlement(r, "refund")
+
+    async def _finish_card_settlement(self, r: Reservation, action: str) -> Spend:
+        """Carry a card hold's recorded settlement out at Stripe, then record it done."""
+        gateway = self._require_gateway()
+        assert r.id is not None and r.payment_intent_id is not None
+        key = f"{action}:{r.stripe_key}"
+        if action == "capture":
+            await gateway.capture_payment(
+                r.payment_intent_id, amount_cents=r.captured_credits, idempotency_key=key
+            )
+        elif action == "release":
+            await gateway.cancel_payment(r.payment_intent_id, idempotency_key=key)
+        else:
+            await gateway.refund_payment(
+                r.payment_intent_id, amount_cents=r.captured_credits, idempotency_key=key
+            )
+        return await self.mark_card_settled(r.id, action)
+
+    async def mark_card_settled(self, reservation_id: int, action: str) -> Spend:
+        now = self._clock.now()
+        status = {"capture": S.CAPTURED, "release": S.RELEASED, "refund": S.REFUNDED}[action]
+        async with self._db.write() as session:
+            r = await _locked(session, reservation_id)
+            if r.pending_settlement == action or (action == "release" and r.status == S.HELD):
+                r.status = status.value
+                r.pending_settlement = None
+                if action == "refund":
+                    r.refunded_at = now
+                else:
+                    r.settled_at = now
+            return await self._spend(session, r)
+
+    # -- approvals --------------------------------------------------------------------------
+
+    async def approve(self, organization_id: int, approval_id: int, token_id: int) -> Spend:
+        now = self._clock.now()
+        async with self._db.write() as session:
+            approval = await _locked_approval(session, organization_id, approval_id)
+            r = await _locked(session, approval.reservation_id)
+            if approval.status == ApprovalStatus.APPROVED:
+                return await self._spend(session, r)
+            if approval.status != ApprovalStatus.PENDING:
+                raise InvalidState(f"This request was already {approval.status.lower()}")
+            if r.status == S.PENDING_APPROVAL:
+                org = await session.get(Organization, organization_id)
+                assert org is not None
+                await self._hold(session, org, r)
+            if r.status == S.HELD:
+                _decide(approval, ApprovalStatus.APPROVED, now, token_id)
+                return await self._spend(session, r)
+        # A card hold: authorise at Stripe, then decide.
+        r = await self._authorize(r)
+        if r.status == S.HELD:
+            async with self._db.write() as session:
+                approval = await _locked_approval(session, organization_id, approval_id)
+                if approval.status == ApprovalStatus.PENDING:
+                    _decide(approval, ApprovalStatus.APPROVED, now, token_id)
+        assert r.id is not None
+        return await self.get(r.id)
+
+    async def reject(
+        self, organization_id: int, approval_id: int, token_id: int, reason: str | None
+    ) -> Spend:
+        now = self._clock.now()
+        async with self._db.write() as session:
+            approval = await _locked_approval(session, organization_id, approval_id)
+            r = await _locked(session, approval.reservation_id)
+            if approval.status == ApprovalStatus.REJECTED:
+                return await self._spend(session, r)
+            if approval.status != ApprovalStatus.PENDING or r.status != S.PENDING_APPROVAL:
+                raise InvalidState("This request was already decided")
+            _decide(approval, ApprovalStatus.REJECTED, now, token_id)
+            approval.reason = reason
+            r.status = S.REJECTED.value
+            r.settled_at = now
+            return await self._spend(session, r)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def get(self, reservation_id: int | None) -> Spend:
+        assert reservation_id is not None
+        async with self._db.read() as session:
+            r = await session.get(Reservation, reservation_id)
+            if r is None:
+                raise NotFound("No such reservation")
+            return await self._spend(session, r)
+
+    async def _spend(self, session: AsyncSession, r: Reservation) -> Spend:
+        """The caller's answer for a reservation's state (problems are raised)."""
+        if r.status == S.FAILED:
+            raise CardDeclined(r.decline_code, r.reason or "The card was declined")
+        if r.status == S.AUTHORIZING:
+            if r.client_secret and r.payment_intent_id:
+                raise AuthenticationRequired(
+                    client_secret=r.client_secret,
+                    payment_intent_id=r.payment_intent_id,
+                    payment_method_id=r.payment_method_stripe_id,
+                )
+            raise InvalidState("The card hold is still being authorised; retry shortly")
+        query = select(Approval).where(col(Approval.reservation_id) == r.id)
+        approval = (await session.execute(query)).scalar_one_or_none()
+        return Spend(r, approval)
+
+    def _require_gateway(self) -> PaymentGateway:
+        if self._gateway is None:
+            raise BillingNotConfigured()
+        return self._gateway
+
+    async def release_expired_card_holds(self, ttl: timedelta) -> int:
+        """Release card holds not settled within `ttl` (Stripe cancels them at about 7 days)."""
+        cutoff = self._clock.now() - ttl
+        async with self._db.read() as session:
+            query = select(col(Reservation.id)).where(
+                col(Reservation.billing_mode) == BillingMode.CARD_HOLD.value,
+                col(Reservation.status) == S.HELD.value,
+                col(Reservation.created_at) < cutoff,
+            )
+            expired = [pk for pk in (await session.execute(query)).scalars() if pk is not None]
+        released = 0
+        for reservation_id in expired:
+            try:
+                await self.release(reservation_id, "Card hold expired")
+                released += 1
+            except InvalidState:
+                continue  # settled meanwhile
+        return released
+
+
+def _mode_of(org: Organization) -> str:
+    return (BillingMode.ENTERPRISE if org.plan == Plan.ENTERPRISE else BillingMode.CREDITS).value
+
+
+def _describe(verb: str, r: Reservation) -> str:
+    text = f"{verb} {r.reference}"
+    return f"{text}: {r.description}" if r.description else text
+
+
+def _require_settleable(r: Reservation, expected: ReservationStatus, action: str) -> None:
+    in_flight = r.pending_settlement
+    if r.status != expected or (in_flight is not None and in_flight != action):
+        shown = in_flight or r.status.lower()
+        raise InvalidState(f"Cannot {action} a reservation that is {shown}")
+
+
+def _decide(approval: Approval, status: ApprovalStatus, now: datetime, token_id: int) -> None:
+    approval.status = status.value
+    approval.decided_at = now
+    approval.decided_by_token_id = token_id
+
+
+async def _locked(session: AsyncSession, reservation_id: int | None) -> Reservation:
+    query = (
+        select(Reservation)
+        .where(col(Reservation.id) == reservation_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    r = (await session.execute(query)).scalar_one_or_none()
+    if r is None:
+        raise NotFound("No such reservation")
+    return r
+
+
+async def _locked_approval(
+    session: AsyncSession, organization_id: int, approval_id: int
+) -> Approval:
+    query = (
+        select(Approval)
+        .where(col(Approval.id) == approval_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    approval = (await session.execute(query)).scalar_one_or_none()
+    if approval is None or approval.organization_id != organization_id:
+        raise NotFound("No such approval")
+    return approval

@@ -1,0 +1,341 @@
+"""Spend over GraphQL: service tokens reserve and settle; organizations list and approve."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import strawberry
+from sqlalchemy import select
+from sqlmodel import col
+
+from .. import errors, models
+from ..auth import Scope as AuthScope
+from ..billing.spend import ReserveRequest, Spend
+from . import problems as p
+from .context import Info
+from .ids import pk_of, to_cursor
+from .mutations import current_wallet, idempotency_key
+from .pagination import PageArgs
+from .permissions import needs
+from .queries import READ, page_of
+from .scalars import Credits
+from .spend_types import (
+    Approval,
+    ApprovalConnection,
+    ApprovalEdge,
+    ApprovalStatus,
+    BillingMode,
+    Invoice,
+    InvoiceConnection,
+    InvoiceEdge,
+    Reservation,
+    ReservationConnection,
+    ReservationEdge,
+    ReservationStatus,
+)
+from .types import Wallet
+
+SPEND = [needs(AuthScope.BILLING_SPEND)]
+APPROVE = [needs(AuthScope.BILLING_APPROVE)]
+
+
+@strawberry.input
+class ReserveCreditsInput:
+    organization_id: strawberry.ID
+    amount_credits: Credits
+    reference: str
+    description: str | None = None
+    idempotency_key: str | None = None
+
+
+@strawberry.input
+class CaptureReservationInput:
+    reservation_id: strawberry.ID
+    amount_credits: Credits | None = None
+
+
+@strawberry.input
+class ReleaseReservationInput:
+    reservation_id: strawberry.ID
+    reason: str | None = None
+
+
+@strawberry.input
+class RefundReservationInput:
+    reservation_id: strawberry.ID
+    reason: str | None = None
+
+
+@strawberry.input
+class DecideApprovalInput:
+    approval_id: strawberry.ID
+    reason: str | None = None
+
+
+@strawberry.type
+class ReservationCreated:
+    reservation: Reservation
+    billing_mode: BillingMode  # type: ignore[valid-type]
+    wallet: Wallet
+
+
+@strawberry.type(description="The spend waits for a billing:approve decision.")
+class ApprovalRequired:
+    approval: Approval
+
+
+@strawberry.type
+class ReservationCaptured:
+    reservation: Reservation
+    billing_mode: BillingMode  # type: ignore[valid-type]
+    wallet: Wallet
+
+
+@strawberry.type
+class ReservationReleased:
+    reservation: Reservation
+    wallet: Wallet
+
+
+@strawberry.type
+class ReservationRefunded:
+    reservation: Reservation
+    wallet: Wallet
+
+
+@strawberry.type
+class ApprovalDecided:
+    approval: Approval
+
+
+ReserveCreditsResult = Annotated[
+    ReservationCreated
+    | ApprovalRequired
+    | p.InsufficientCredits
+    | p.AuthenticationRequired
+    | p.PaymentMethodRequired
+    | p.CardDeclined
+    | p.InvalidInput
+    | p.IdempotencyConflict
+    | p.PaymentProviderUnavailable
+    | p.BillingNotConfigured,
+    strawberry.union("ReserveCreditsResult"),
+]
+CaptureReservationResult = Annotated[
+    ReservationCaptured
+    | p.NotFound
+    | p.InvalidState
+    | p.InvalidInput
+    | p.PaymentProviderUnavailable,
+    strawberry.union("CaptureReservationResult"),
+]
+ReleaseReservationResult = Annotated[
+    ReservationReleased | p.NotFound | p.InvalidState | p.PaymentProviderUnavailable,
+    strawberry.union("ReleaseReservationResult"),
+]
+RefundReservationResult = Annotated[
+    ReservationRefunded | p.NotFound | p.InvalidState | p.PaymentProviderUnavailable,
+    strawberry.union("RefundReservationResult"),
+]
+DecideApprovalResult = Annotated[
+    ApprovalDecided
+    | p.NotFound
+    | p.InvalidState
+    | p.InsufficientCredits
+    | p.AuthenticationRequired
+    | p.PaymentMethodRequired
+    | p.CardDeclined
+    | p.PaymentProviderUnavailable
+    | p.BillingNotConfigured,
+    strawberry.union("DecideApprovalResult"),
+]
+
+
+def _reservation_pk(global_id: str) -> int:
+    pk = pk_of(global_id, "Reservation")
+    if pk is None:
+        raise errors.NotFound("No such reservation")
+    return pk
+
+
+def _approval_pk(global_id: str) -> int:
+    pk = pk_of(global_id, "Approval")
+    if pk is None:
+        raise errors.NotFound("No such approval")
+    return pk
+
+
+def _mode(spend: Spend) -> models.BillingMode:
+    return models.BillingMode(spend.reservation.billing_mode)
+
+
+@strawberry.type
+class SpendMutation:
+    @strawberry.mutation(
+        permission_classes=SPEND,
+        description="billing:spend (service token). Reserve credits for an external spend.",
+    )
+    async def reserve_credits(self, info: Info, input: ReserveCreditsInput) -> ReserveCreditsResult:
+        request = ReserveRequest(
+            organization_id=pk_of(input.organization_id, "Organization"),
+            amount_credits=input.amount_credits,
+            reference=input.reference,
+            description=input.description,
+            idempotency_key=idempotency_key(info, input.idempotency_key),
+        )
+        try:
+            spend = await info.context.billing.spend.reserve(request)
+        except errors.BillingProblem as exc:
+            return p.from_exception(exc)  # type: ignore[return-value]
+        if spend.needs_approval:
+            assert spend.approval is not None
+            return ApprovalRequired(approval=Approval.from_row(spend.approval))
+        return ReservationCreated(
+            reservation=Reservation.from_row(spend.reservation),
+            billing_mode=_mode(spend),
+            wallet=await current_wallet(info, spend.reservation.organization_id),
+        )
+
+    @strawberry.mutation(
+        permission_classes=SPEND,
+        description="billing:spend. Settle a reservation; any remainder is released.",
+    )
+    async def capture_reservation(
+        self, info: Info, input: CaptureReservationInput
+    ) -> CaptureReservationResult:
+        try:
+            spend = await info.context.billing.spend.capture(
+                _reservation_pk(input.reservation_id), input.amount_credits
+            )
+        except errors.BillingProblem as exc:
+            return p.from_exception(exc)  # type: ignore[return-value]
+        return ReservationCaptured(
+            reservation=Reservation.from_row(spend.reservation),
+            billing_mode=_mode(spend),
+            wallet=await current_wallet(info, spend.reservation.organization_id),
+        )
+
+    @strawberry.mutation(permission_classes=SPEND, description="billing:spend. Void a reservation.")
+    async def release_reservation(
+        self, info: Info, input: ReleaseReservationInput
+    ) -> ReleaseReservationResult:
+        try:
+            spend = await info.context.billing.spend.release(
+                _reservation_pk(input.reservation_id), input.reason
+            )
+        except errors.BillingProblem as exc:
+            return p.from_exception(exc)  # type: ignore[return-value]
+        return ReservationReleased(
+            reservation=Reservation.from_row(spend.reservation),
+            wallet=await current_wallet(info, spend.reservation.organization_id),
+        )
+
+    @strawberry.mutation(
+        permission_classes=SPEND, description="billing:spend. Return a captured spend."
+    )
+    async def refund_reservation(
+        self, info: Info, input: RefundReservationInput
+    ) -> RefundReservationResult:
+        try:
+            spend = await info.context.billing.spend.refund(
+                _reservation_pk(input.reservation_id), input.reason
+            )
+        except errors.BillingProblem as exc:
+            return p.from_exception(exc)  # type: ignore[return-value]
+        return ReservationRefunded(
+            reservation=Reservation.from_row(spend.reservation),
+            wallet=await current_wallet(info, spend.reservation.organization_id),
+        )
+
+    @strawberry.mutation(
+        permission_classes=APPROVE, description="billing:approve. Approve a large purchase."
+    )
+    async def approve_spend(self, info: Info, input: DecideApprovalInput) -> DecideApprovalResult:
+        principal = info.context.principal
+        try:
+            spend = await info.context.billing.spend.approve(
+                info.context.organization_id, _approval_pk(input.approval_id), principal.token_id
+            )
+        except errors.BillingProblem as exc:
+            return p.from_exception(exc)  # type: ignore[return-value]
+        assert spend.approval is not None
+        return ApprovalDecided(approval=Approval.from_row(spend.approval))
+
+    @strawberry.mutation(
+        permission_classes=APPROVE, description="billing:approve. Reject a large purchase."
+    )
+    async def reject_spend(self, info: Info, input: DecideApprovalInput) -> DecideApprovalResult:
+        principal = info.context.principal
+        try:
+            spend = await info.context.billing.spend.reject(
+                info.context.organization_id,
+                _approval_pk(input.approval_id),
+                principal.token_id,
+                input.reason,
+            )
+        except errors.BillingProblem as exc:
+            return p.from_exception(exc)  # type: ignore[return-value]
+        assert spend.approval is not None
+        return ApprovalDecided(approval=Approval.from_row(spend.approval))
+
+
+VISIBLE = [s.value for s in models.VISIBLE_RESERVATION_STATUSES]
+
+
+@strawberry.type
+class SpendQuery:
+    @strawberry.field(
+        permission_classes=READ, description="billing:read. Reservations, newest first."
+    )
+    async def reservations(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        status: ReservationStatus | None = None,
+    ) -> ReservationConnection | None:
+        table = models.Reservation
+        query = select(table).where(
+            col(table.organization_id) == info.context.organization_id,
+            col(table.status).in_([status.value] if status else VISIBLE),
+        )
+        page = await page_of(info, query, col(table.id), PageArgs(first, after, last, before))
+        edges = [
+            ReservationEdge(cursor=to_cursor(r.id), node=Reservation.from_row(r)) for r in page.rows
+        ]
+        return ReservationConnection(edges=edges, page_info=page.page_info)
+
+    @strawberry.field(permission_classes=READ, description="billing:read. Approval requests.")
+    async def approvals(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        status: ApprovalStatus | None = None,  # type: ignore[valid-type]
+    ) -> ApprovalConnection | None:
+        table = models.Approval
+        query = select(table).where(col(table.organization_id) == info.context.organization_id)
+        if status is not None:
+            query = query.where(col(table.status) == str(status))
+        page = await page_of(info, query, col(table.id), PageArgs(first, after, last, before))
+        edges = [ApprovalEdge(cursor=to_cursor(r.id), node=Approval.from_row(r)) for r in page.rows]
+        return ApprovalConnection(edges=edges, page_info=page.page_info)
+
+    @strawberry.field(permission_classes=READ, description="billing:read. Monthly invoices.")
+    async def invoices(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> InvoiceConnection | None:
+        table = models.Invoice
+        query = select(table).where(col(table.organization_id) == info.context.organization_id)
+        page = await page_of(info, query, col(table.id), PageArgs(first, after, last, before))
+        edges = [InvoiceEdge(cursor=to_cursor(r.id), node=Invoice.from_row(r)) for r in page.rows]
+        return InvoiceConnection(edges=edges, page_info=page.page_info)
