@@ -24,6 +24,7 @@ from support.emulator import StripeEmulator
 from support.stripe_proxy import FaultProxy
 
 TEST_SECRET_KEY = "sk_test_gql_billing"
+TEST_WEBHOOK_SECRET = "whsec_test_gql_billing"
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +71,7 @@ def settings(tmp_path: Path, template_db: Path, stripe_proxy: FaultProxy) -> Set
         database_url=f"sqlite+aiosqlite:///{db_path}",
         stripe_secret_key=TEST_SECRET_KEY,
         stripe_api_base=stripe_proxy.base_url,
+        stripe_webhook_secret=TEST_WEBHOOK_SECRET,
         stripe_timeout_seconds=2.0,
         # Tests drive the worker's ticks themselves, on a fake clock.
         run_worker=False,

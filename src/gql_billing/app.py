@@ -18,6 +18,7 @@ from .graphql.schema import build_schema
 from .graphql.view import BillingGraphQL
 from .settings import Settings
 from .stripe_gateway import PaymentGateway, StripeGateway
+from .webhooks import StripeWebhooks
 from .worker import Worker, running
 
 
@@ -76,6 +77,7 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/webhooks/stripe", StripeWebhooks(billing).handle, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],

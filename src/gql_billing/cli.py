@@ -164,6 +164,36 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
         asyncio.run(work())
 
 
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> None:
+    from dataclasses import asdict
+
+    from .app import build_gateway
+    from .billing import Billing
+    from .clock import SystemClock
+    from .reconcile import reconcile
+
+    migrate.upgrade(settings.database_url)
+
+    async def run() -> dict[str, Any]:
+        db = Database(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+        gateway = build_gateway(settings)
+        try:
+            billing = Billing.build(settings, db, gateway, SystemClock())
+            return asdict(await reconcile(billing))
+        finally:
+            if gateway is not None:
+                await gateway.close()
+            await db.dispose()
+
+    report = _run(run())
+    text = (
+        f"checked {report['checked']} unsettled top-ups: "
+        f"{len(report['repaired'])} repaired (granted), {len(report['still_open'])} still open, "
+        f"{len(report['unreachable'])} not reachable at Stripe"
+    )
+    _print(args, report, text)
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from .demo import run_demo
 
@@ -187,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="upgrade the database").set_defaults(func=cmd_migrate)
     sub.add_parser("worker", help="only the background worker").set_defaults(func=cmd_worker)
+    reconcile = sub.add_parser("reconcile", help="match top-ups with Stripe and repair")
+    reconcile.add_argument("--json", action="store_true")
+    reconcile.set_defaults(func=cmd_reconcile)
 
     org = sub.add_parser("org", help="organizations").add_subparsers(
         dest="org_command", required=True

@@ -8,11 +8,13 @@ inside the caller's write transaction. The CHECK constraints on `wallets` back t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from .auto_queue import queue_if_below
 from .errors import InsufficientCredits, NotFound
 from .models import EntryKind, LedgerEntry, Wallet, utcnow
 
@@ -81,8 +83,12 @@ async def post(
     topup_attempt_id: int | None = None,
     reservation_id: int | None = None,
     payment_intent_id: str | None = None,
+    now: datetime | None = None,
 ) -> Posted:
-    """Apply one movement and append its entry; InsufficientCredits if available would go < 0."""
+    """Apply one movement and append its entry; InsufficientCredits if available would go < 0.
+
+    Any movement that leaves available below the auto top-up threshold queues one."""
+    now = now or utcnow()
     bd = movement.balance_delta_credits
     rd = movement.reserved_delta_credits
     new_balance = col(Wallet.balance_credits) + bd
@@ -91,15 +97,20 @@ async def post(
         update(Wallet)
         .where(col(Wallet.organization_id) == organization_id)
         .where(new_balance - new_reserved >= 0, new_reserved >= 0)
-        .values(balance_credits=new_balance, reserved_credits=new_reserved, updated_at=utcnow())
-        .returning(col(Wallet.id), col(Wallet.balance_credits), col(Wallet.reserved_credits))
+        .values(balance_credits=new_balance, reserved_credits=new_reserved, updated_at=now)
+        .returning(Wallet)
+        .execution_options(populate_existing=True)
     )
-    row = (await session.execute(stmt)).one_or_none()
-    if row is None:
-        wallet = await wallet_for(session, organization_id)
-        available = wallet.balance_credits - wallet.reserved_credits
+    wallet = (await session.execute(stmt)).scalar_one_or_none()
+    if wallet is None:
+        current = await wallet_for(session, organization_id)
+        available = current.balance_credits - current.reserved_credits
         raise InsufficientCredits(available, -movement.available_delta_credits)
-    wallet_id, balance_credits, reserved_credits = row
+    wallet_id, balance_credits, reserved_credits = (
+        wallet.id,
+        wallet.balance_credits,
+        wallet.reserved_credits,
+    )
     assert wallet_id is not None
     entry = LedgerEntry(
         organization_id=organization_id,
@@ -115,9 +126,11 @@ async def post(
         topup_attempt_id=topup_attempt_id,
         reservation_id=reservation_id,
         payment_intent_id=payment_intent_id,
+        created_at=now,
     )
     session.add(entry)
     await session.flush()
+    await queue_if_below(session, wallet, now)
     return Posted(entry, balance_credits, reserved_credits)
 
 
@@ -128,8 +141,10 @@ async def open_wallet(session: AsyncSession, organization_id: int) -> Wallet:
     return wallet
 
 
-async def wallet_for(session: AsyncSession, organization_id: int) -> Wallet:
+async def wallet_for(session: AsyncSession, organization_id: int, *, lock: bool = False) -> Wallet:
     query = select(Wallet).where(col(Wallet.organization_id) == organization_id)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
     wallet = (await session.execute(query)).scalar_one_or_none()
     if wallet is None:
         raise NotFound("No wallet for this organization")

@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Index, UniqueConstraint, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -61,6 +61,8 @@ class EntryKind(StrEnum):
 
 
 class TopupStatus(StrEnum):
+    # Internal: an auto top-up waiting for the worker (shown to clients as PROCESSING).
+    QUEUED = "QUEUED"
     PROCESSING = "PROCESSING"
     REQUIRES_ACTION = "REQUIRES_ACTION"
     SUCCEEDED = "SUCCEEDED"
@@ -205,9 +207,23 @@ class PaymentMethod(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
+AUTO_IN_FLIGHT_SQL = "trigger = 'AUTO' AND status IN ('QUEUED', 'PROCESSING', 'REQUIRES_ACTION')"
+
+
 class TopupAttempt(SQLModel, table=True):
     __tablename__ = "topup_attempts"
-    __table_args__ = (Index("ix_topup_org_id", "organization_id", "id"),)
+    __table_args__ = (
+        Index("ix_topup_org_id", "organization_id", "id"),
+        # Never more than one auto top-up in flight per organization, whoever queues it.
+        Index(
+            "uq_topup_auto_in_flight",
+            "organization_id",
+            unique=True,
+            sqlite_where=text(AUTO_IN_FLIGHT_SQL),
+            postgresql_where=text(AUTO_IN_FLIGHT_SQL),
+        ),
+        Index("ix_topup_status", "status", "trigger"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     organization_id: int = Field(foreign_key="organizations.id")
@@ -231,6 +247,10 @@ class TopupAttempt(SQLModel, table=True):
     new_balance_credits: int | None = _credits(default=None, nullable=True)
     created_at: datetime = _ts()
     completed_at: datetime | None = _ts(nullable=True)
+    # Auto top-ups: when the worker took it (its day counts against the daily cap), and
+    # the earliest time it may run (the next UTC day once the cap is reached).
+    claimed_at: datetime | None = _ts(nullable=True)
+    not_before: datetime | None = _ts(nullable=True)
 
 
 class IdempotencyKey(SQLModel, table=True):
@@ -326,3 +346,15 @@ class InvoiceLine(SQLModel, table=True):
     description: str = Field(default="", max_length=500)
     amount_credits: int = _credits()
     created_at: datetime = _ts()
+
+
+class WebhookEvent(SQLModel, table=True):
+    """Stripe events seen, so a redelivered event acts once."""
+
+    __tablename__ = "webhook_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=255, unique=True)
+    type: str = Field(max_length=100)
+    result: str = Field(default="", max_length=200)
+    received_at: datetime = _ts()

@@ -45,7 +45,7 @@ class Settings(BaseSettings):
 
     # Background worker (in `serve` unless turned off; `gql-billing worker` runs it alone).
     run_worker: bool = True
-    worker_interval_seconds: float = 30.0
+    worker_interval_seconds: float = 2.0
     # Stripe cancels uncaptured authorisations at about 7 days: release ours first.
     card_hold_ttl_seconds: float = 6 * 24 * 3600
 

@@ -55,6 +55,7 @@ class Payment:
     decline_code: str | None = None
     failure_message: str | None = None
     metadata: dict[str, str] | None = None
+    customer_id: str | None = None
 
 
 class PaymentGateway(Protocol):
@@ -123,7 +124,15 @@ def _payment_from_intent(intent: Any) -> Payment:
         decline_code=decline_code,
         failure_message=error.get("message"),
         metadata=metadata,
+        customer_id=_id_of(intent.get("customer")),
     )
+
+
+def _id_of(value: Any) -> str | None:
+    """An expandable field: an id string, or the expanded object."""
+    if value is None or isinstance(value, str):
+        return value
+    return str(value["id"])
 
 
 def _is_outage(exc: stripe.StripeError) -> bool:
@@ -321,8 +330,12 @@ class StripeGateway:
             )
         )
         for intent in page["data"]:
-            if (intent.get("metadata") or {}).get(metadata_key) == value:
-                return _payment_from_intent(intent)
+            payment = _payment_from_intent(intent)
+            if (
+                payment.customer_id == customer_id
+                and (payment.metadata or {}).get(metadata_key) == value
+            ):
+                return payment
         return None
 
 

@@ -10,6 +10,7 @@ from ..db import Database
 from ..money import DisplayRates
 from ..settings import Settings
 from ..stripe_gateway import PaymentGateway
+from .auto_topup import AutoTopupService
 from .cards import CardService
 from .spend import SpendService
 from .topups import TopupService
@@ -27,12 +28,14 @@ class Billing:
     cards: CardService
     topups: TopupService
     spend: SpendService
+    auto_topups: AutoTopupService
 
     @classmethod
     def build(
         cls, settings: Settings, db: Database, gateway: PaymentGateway | None, clock: Clock
     ) -> Billing:
         lease = timedelta(seconds=settings.idempotency_lease_seconds)
+        topups = TopupService(db, gateway, clock, lease=lease)
         return cls(
             settings=settings,
             db=db,
@@ -40,6 +43,7 @@ class Billing:
             clock=clock,
             rates=DisplayRates.parse(settings.display_rates, settings.display_rates_as_of),
             cards=CardService(db, gateway),
-            topups=TopupService(db, gateway, clock, lease=lease),
+            topups=topups,
             spend=SpendService(db, gateway, clock, lease=lease),
+            auto_topups=AutoTopupService(db, gateway, clock, topups, lease=lease),
         )

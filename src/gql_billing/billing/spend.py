@@ -186,6 +186,7 @@ class SpendService:
                 description=_describe("Reserved", reservation),
                 reference=reservation.reference,
                 reservation_id=reservation.id,
+                now=self._clock.now(),
             )
         except InsufficientCredits:
             if org.plan != Plan.FREE:
@@ -281,6 +282,7 @@ class SpendService:
                 description=_describe("Charged", r),
                 reference=r.reference,
                 reservation_id=r.id,
+                now=now,
             )
             rest = r.amount_credits - amount
             if rest:
@@ -291,6 +293,7 @@ class SpendService:
                     description=_describe("Released the rest of", r),
                     reference=r.reference,
                     reservation_id=r.id,
+                    now=now,
                 )
         else:
             await invoices.add_line(session, r, amount, now)
@@ -317,6 +320,7 @@ class SpendService:
                         description=_describe("Released", r),
                         reference=r.reference,
                         reservation_id=r.id,
+                        now=now,
                     )
                 r.status = S.RELEASED.value
                 r.settled_at = now
@@ -342,6 +346,7 @@ class SpendService:
                         description=_describe("Refunded", r),
                         reference=r.reference,
                         reservation_id=r.id,
+                        now=now,
                     )
                 else:
                     await invoices.add_line(session, r, -r.captured_credits, now)

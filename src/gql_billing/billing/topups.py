@@ -268,6 +268,7 @@ async def _grant(session: AsyncSession, attempt: TopupAttempt, now: datetime) ->
         description=f"Top-up of A${credits_granted / 100:,.2f}",
         topup_attempt_id=attempt.id,
         payment_intent_id=attempt.payment_intent_id,
+        now=now,
     )
     if bonus_credits:
         posted = await ledger.post(
@@ -277,6 +278,7 @@ async def _grant(session: AsyncSession, attempt: TopupAttempt, now: datetime) ->
             description="Volume bonus (5% above A$20,000)",
             topup_attempt_id=attempt.id,
             payment_intent_id=attempt.payment_intent_id,
+            now=now,
         )
     attempt.status = TopupStatus.SUCCEEDED.value
     attempt.credits_granted = credits_granted

@@ -9,6 +9,7 @@ from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode, Selection
 
 from .. import errors
 from ..auth import Scope as AuthScope
+from ..billing.auto_topup import AutoTopupSettings as AutoTopupRequest
 from ..billing.topups import TopupOutcome, TopupRequest
 from ..ledger import wallet_for
 from . import problems as p
@@ -16,7 +17,7 @@ from .context import Info
 from .ids import pk_of, to_global_id
 from .permissions import needs
 from .scalars import Credits
-from .types import PaymentMethod, Wallet
+from .types import AutoTopupSettings, PaymentMethod, Wallet
 
 WRITE = [needs(AuthScope.BILLING_WRITE)]
 IDEMPOTENT_FIELDS = frozenset({"topup", "reserveCredits"})
@@ -80,11 +81,33 @@ class TopupInput:
     idempotency_key: str | None = None
 
 
+@strawberry.input(description="A null or absent field keeps its stored value.")
+class SetAutoTopupInput:
+    enabled: bool
+    threshold_credits: Credits | None = None
+    topup_amount_credits: Credits | None = None
+    daily_charge_cap_aud: int | None = None
+
+
+@strawberry.type
+class AutoTopupUpdated:
+    auto_topup: AutoTopupSettings
+    wallet: Wallet
+
+
 @strawberry.input
 class ResumeTopupInput:
     topup_attempt_id: strawberry.ID
 
 
+SetAutoTopupResult = Annotated[
+    AutoTopupUpdated
+    | p.PaymentMethodRequired
+    | p.InvalidInput
+    | p.InvalidState
+    | p.BillingNotConfigured,
+    strawberry.union("SetAutoTopupResult"),
+]
 CreateSetupIntentResult = Annotated[
     SetupIntentCreated | p.PaymentProviderUnavailable | p.BillingNotConfigured,
     strawberry.union("CreateSetupIntentResult"),
@@ -262,3 +285,22 @@ class Mutation:
         except errors.BillingProblem as exc:
             return p.from_exception(exc)  # type: ignore[return-value]
         return await topup_success(info, outcome)
+
+    @strawberry.mutation(
+        permission_classes=WRITE, description="billing:write. Keep the balance above a floor."
+    )
+    async def set_auto_topup(self, info: Info, input: SetAutoTopupInput) -> SetAutoTopupResult:
+        request = AutoTopupRequest(
+            enabled=input.enabled,
+            threshold_credits=input.threshold_credits,
+            topup_amount_credits=input.topup_amount_credits,
+            daily_charge_cap_aud=input.daily_charge_cap_aud,
+        )
+        try:
+            row = await info.context.billing.auto_topups.configure(
+                info.context.organization_id, request
+            )
+        except errors.BillingProblem as exc:
+            return p.from_exception(exc)  # type: ignore[return-value]
+        wallet = Wallet.from_row(row)
+        return AutoTopupUpdated(auto_topup=AutoTopupSettings(row=row), wallet=wallet)

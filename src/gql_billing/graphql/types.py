@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from graphql import GraphQLError
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlmodel import col
 
 from .. import errors, models
+from ..billing.auto_topup import charged_today_aud_cents
 from ..money import Money as MoneyValue
 from .context import Info
 from .ids import to_global_id
@@ -31,7 +32,18 @@ class Scope(Enum):
 
 Plan = strawberry.enum(models.Plan, name="Plan")
 TransactionKind = strawberry.enum(models.EntryKind, name="TransactionKind")
-TopupStatus = strawberry.enum(models.TopupStatus, name="TopupStatus")
+
+
+@strawberry.enum(name="TopupStatus")
+class TopupStatus(Enum):
+    """A queued auto top-up reads as PROCESSING."""
+
+    PROCESSING = "PROCESSING"
+    REQUIRES_ACTION = "REQUIRES_ACTION"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
 TopupTrigger = strawberry.enum(models.TopupTrigger, name="TopupTrigger")
 
 
@@ -132,7 +144,7 @@ class PaymentMethod(Node):
 
 @strawberry.type
 class TopupAttempt(Node):
-    status: TopupStatus  # type: ignore[valid-type]
+    status: TopupStatus
     trigger: TopupTrigger  # type: ignore[valid-type]
     aud_cents: int
     credits_granted: Credits
@@ -149,9 +161,10 @@ class TopupAttempt(Node):
     def from_row(cls, row: models.TopupAttempt) -> TopupAttempt:
         assert row.id is not None
         status = models.TopupStatus(row.status)
+        visible = "PROCESSING" if status == models.TopupStatus.QUEUED else status.value
         return cls(
             id=strawberry.ID(to_global_id("TopupAttempt", row.id)),
-            status=status,
+            status=TopupStatus(visible),
             trigger=models.TopupTrigger(row.trigger),
             aud_cents=row.aud_cents,
             credits_granted=row.credits_granted,
@@ -189,20 +202,8 @@ class AutoTopupSettings:
     @strawberry.field
     async def charged_today_aud_cents(self, info: Info) -> int:
         now = info.context.billing.clock.now()
-        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        in_flight_or_paid = [
-            models.TopupStatus.SUCCEEDED.value,
-            models.TopupStatus.PROCESSING.value,
-            models.TopupStatus.REQUIRES_ACTION.value,
-        ]
-        query = select(func.coalesce(func.sum(models.TopupAttempt.aud_cents), 0)).where(
-            col(models.TopupAttempt.organization_id) == self.row.organization_id,
-            col(models.TopupAttempt.trigger) == models.TopupTrigger.AUTO.value,
-            col(models.TopupAttempt.status).in_(in_flight_or_paid),
-            col(models.TopupAttempt.created_at) >= day_start,
-        )
         async with info.context.billing.db.read() as session:
-            return int((await session.execute(query)).scalar_one())
+            return await charged_today_aud_cents(session, self.row.organization_id, now)
 
     @strawberry.field
     def disabled_reason(self) -> str | None:

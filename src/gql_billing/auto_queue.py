@@ -1,0 +1,56 @@
+"""Queueing an auto top-up: at most one in flight per organization (SPEC §6).
+
+Called by the ledger after every movement, and by the worker's sweep. The partial unique
+index `uq_topup_auto_in_flight` decides: a second queue attempt while one is queued,
+processing or waiting for 3-D Secure fails its insert and is dropped.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from .models import PaymentMethod, TopupAttempt, TopupStatus, TopupTrigger, Wallet
+
+
+def wants_topup(wallet: Wallet, now: datetime) -> bool:
+    if not wallet.auto_topup_enabled or wallet.auto_threshold_credits is None:
+        return False
+    if wallet.auto_backoff_until is not None and wallet.auto_backoff_until > now:
+        return False
+    return wallet.balance_credits - wallet.reserved_credits < wallet.auto_threshold_credits
+
+
+async def queue_if_below(session: AsyncSession, wallet: Wallet, now: datetime) -> bool:
+    """Queue one auto top-up when the wallet is below its threshold; True if queued."""
+    if not wants_topup(wallet, now) or wallet.auto_topup_amount_credits is None:
+        return False
+    card = (
+        await session.execute(
+            select(col(PaymentMethod.stripe_id)).where(
+                col(PaymentMethod.organization_id) == wallet.organization_id,
+                col(PaymentMethod.is_default),
+            )
+        )
+    ).scalar_one_or_none()
+    if card is None:
+        return False
+    attempt = TopupAttempt(
+        organization_id=wallet.organization_id,
+        trigger=TopupTrigger.AUTO.value,
+        status=TopupStatus.QUEUED.value,
+        aud_cents=wallet.auto_topup_amount_credits,
+        payment_method_stripe_id=card,
+        created_at=now,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(attempt)
+            await session.flush()
+    except IntegrityError:
+        return False  # one is already in flight
+    return True
