@@ -3,7 +3,6 @@ SQLite template, and per test a fresh database served by the real app under uvic
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,12 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gql_billing import auth, migrate
+from gql_billing import auth
 from gql_billing.billing.organizations import create_organization, grant_credits
 from gql_billing.clock import FakeClock
 from gql_billing.graphql.ids import to_global_id
 from gql_billing.models import Plan
 from gql_billing.settings import Settings
+from support import databases
 from support.api import GraphQLClient
 from support.app_server import ServedApp, serve
 from support.emulator import StripeEmulator
@@ -57,18 +57,43 @@ def stripe_proxy(session_proxy: FaultProxy, emulator: StripeEmulator) -> FaultPr
 
 @pytest.fixture(scope="session")
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "template.db"
-    migrate.upgrade(f"sqlite+aiosqlite:///{path}")
-    return path
+    """A migrated SQLite file, copied for every test that runs on SQLite."""
+    return databases.sqlite_template(tmp_path_factory.mktemp("template"))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[databases.PostgresDatabases | None]:
+    if databases.BACKEND != "postgresql":
+        yield None
+        return
+    pg = databases.PostgresDatabases()
+    pg.create_template()
+    try:
+        yield pg
+    finally:
+        pg.drop_template()
 
 
 @pytest.fixture
-def settings(tmp_path: Path, template_db: Path, stripe_proxy: FaultProxy) -> Settings:
-    db_path = tmp_path / "billing.db"
-    shutil.copy(template_db, db_path)
+async def database_url(
+    tmp_path: Path, template_db: Path, postgres: databases.PostgresDatabases | None
+) -> AsyncIterator[str]:
+    """A clean, migrated database for this test on the chosen backend."""
+    if postgres is None:
+        yield databases.sqlite_copy(template_db, tmp_path)
+        return
+    name, url = await postgres.create()
+    try:
+        yield url
+    finally:
+        await postgres.drop(name)
+
+
+@pytest.fixture
+def settings(database_url: str, stripe_proxy: FaultProxy) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
-        database_url=f"sqlite+aiosqlite:///{db_path}",
+        database_url=database_url,
         stripe_secret_key=TEST_SECRET_KEY,
         stripe_api_base=stripe_proxy.base_url,
         stripe_webhook_secret=TEST_WEBHOOK_SECRET,

@@ -18,12 +18,22 @@ from .settings import Settings
 from .stripe_emulator import LocalStripe
 
 DEMO_SECRET_KEY = "sk_test_gql_billing_demo"
+DEMO_WEBHOOK_SECRET = "whsec_gql_billing_demo"
 
 TEST_CARDS = {
     "succeeds": "4242424242424242",
     "needs 3-D Secure": "4000002760003184",
     "declined when charged": "4000000000000341",
 }
+
+
+def register_webhook(stripe: LocalStripe, url: str) -> None:
+    """Ask the emulator to deliver its events to our webhook endpoint, signed."""
+    response = httpx.post(
+        f"{stripe.base_url}/_config/webhooks/gql-billing-demo",
+        json={"url": url, "secret": DEMO_WEBHOOK_SECRET},
+    )
+    response.raise_for_status()
 
 
 def create_card(stripe: LocalStripe, number: str) -> str:
@@ -73,10 +83,12 @@ def run_demo(*, port: int, host: str = "127.0.0.1") -> None:
             env="development",
             stripe_secret_key=DEMO_SECRET_KEY,
             stripe_api_base=stripe.base_url,
+            stripe_webhook_secret=DEMO_WEBHOOK_SECRET,
         )
         migrate.upgrade(settings.database_url)
         org_id, token = asyncio.run(_seed(settings))
         cards = {label: create_card(stripe, number) for label, number in TEST_CARDS.items()}
+        register_webhook(stripe, f"http://{host}:{port}/webhooks/stripe")
         _banner(host, port, org_id, token, stripe.base_url, cards)
         uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
     finally:
@@ -95,7 +107,7 @@ def _banner(
         f"  Organization:    {org_id}  (23,500 credits = A$235.00)",
         f"  Token:           {token}",
         '  In GraphiQL, Headers: {"Authorization": "Bearer ' + token + '"}',
-        f"  Stripe emulator: {stripe_url}",
+        f"  Stripe emulator: {stripe_url}  (its webhooks go to /webhooks/stripe)",
         "",
         "  Test cards (saved in the emulator; attach one with attachPaymentMethod):",
         "    pm_card_visa                succeeds (a new card each time it is attached)",

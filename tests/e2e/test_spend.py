@@ -7,8 +7,6 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-import pytest
-
 from conftest import Factory, Org
 from gql_billing.billing.organizations import create_organization, grant_credits
 from gql_billing.clock import FakeClock
@@ -352,7 +350,11 @@ async def test_capture_charges_and_releases_the_rest_then_refund_returns_it(
     service = await service_client(make)
     held = await reserve(service, org, 100, "order-1", description="Scene 42")
     assert held["__typename"] == "ReservationCreated"
-    assert held["wallet"] == {"balanceCredits": 1000, "reservedCredits": 100, "availableCredits": 900}
+    assert held["wallet"] == {
+        "balanceCredits": 1000,
+        "reservedCredits": 100,
+        "availableCredits": 900,
+    }
     reservation_id = held["reservation"]["id"]
 
     # when the order completes for 80
@@ -362,12 +364,19 @@ async def test_capture_charges_and_releases_the_rest_then_refund_returns_it(
     assert captured["__typename"] == "ReservationCaptured"
     assert captured["billingMode"] == "CREDITS"
     assert captured["reservation"]["status"] == "CAPTURED"
-    assert (captured["reservation"]["amountCredits"], captured["reservation"]["capturedCredits"]) == (
+    assert (
+        captured["reservation"]["amountCredits"],
+        captured["reservation"]["capturedCredits"],
+    ) == (
         100,
         80,
     )
     assert captured["reservation"]["settledAt"] is not None
-    assert captured["wallet"] == {"balanceCredits": 920, "reservedCredits": 0, "availableCredits": 920}
+    assert captured["wallet"] == {
+        "balanceCredits": 920,
+        "reservedCredits": 0,
+        "availableCredits": 920,
+    }
     wallet, entries = await ledger_of(org)
     assert wallet == captured["wallet"]
     assert [figures(e) for e in entries] == [
@@ -415,7 +424,11 @@ async def test_capture_without_an_amount_takes_all_of_it_and_release_returns_it(
     assert captured["reservation"]["capturedCredits"] == 300
     assert released["__typename"] == "ReservationReleased"
     assert released["reservation"]["status"] == "RELEASED"
-    assert released["wallet"] == {"balanceCredits": 700, "reservedCredits": 0, "availableCredits": 700}
+    assert released["wallet"] == {
+        "balanceCredits": 700,
+        "reservedCredits": 0,
+        "availableCredits": 700,
+    }
     _, entries = await ledger_of(org)
     assert kinds(entries) == ["RELEASE", "CHARGE", "RESERVATION", "RESERVATION", "ADJUSTMENT"]
     assert figures(entries[0]) == entry("RELEASE", 200, 0, 200, 700, 700)
@@ -630,7 +643,11 @@ async def test_insufficient_credits_does_not_consume_the_key(make: Factory) -> N
     assert refused["__typename"] == "InsufficientCredits"
     assert (refused["availableCredits"], refused["requestedCredits"]) == (50, 100)
     assert retried["__typename"] == "ReservationCreated"
-    assert retried["wallet"] == {"balanceCredits": 150, "reservedCredits": 100, "availableCredits": 50}
+    assert retried["wallet"] == {
+        "balanceCredits": 150,
+        "reservedCredits": 100,
+        "availableCredits": 50,
+    }
     _, entries = await ledger_of(org)
     assert kinds(entries) == ["RESERVATION", "ADJUSTMENT", "ADJUSTMENT"]
     await assert_invariants(make.app.billing.db)
@@ -651,7 +668,10 @@ async def test_invalid_input_names_the_field_and_holds_nothing(make: Factory) ->
         (await reserve(service, org, 100, "long", description="d" * 501), "description"),
         (await reserve(service, Org(0, unknown, "", service), 100, "nobody"), "organizationId"),
         (await reserve(service, Org(0, "garbage", "", service), 100, "junk"), "organizationId"),
-        (await reserve(service, Org(0, to_global_id("Wallet", org.pk), "", service), 100, "w"), "organizationId"),
+        (
+            await reserve(service, Org(0, to_global_id("Wallet", org.pk), "", service), 100, "w"),
+            "organizationId",
+        ),
     ]
 
     for result, field in cases:
@@ -760,6 +780,36 @@ async def test_card_hold_settlements_replay_and_refuse_like_credit_ones(
     assert (await ledger_of(org))[1] == []
 
 
+async def test_card_hold_capture_racing_release_settles_once_at_stripe(
+    make: Factory, emulator: StripeEmulator
+) -> None:
+    org = await make.org(plan=Plan.FREE)
+    await save_card(org.api, emulator)
+    service = await service_client(make)
+    holds = [
+        (await reserve(service, org, 100, f"h{i}", reference=f"r{i}"))["reservation"]
+        for i in range(4)
+    ]
+
+    outcomes = await asyncio.gather(
+        *(
+            asyncio.gather(capture(service, hold["id"], 60), release(service, hold["id"]))
+            for hold in holds
+        )
+    )
+
+    for hold, (captured, released) in zip(holds, outcomes, strict=True):
+        names = {captured["__typename"], released["__typename"]}
+        assert names in (
+            {"ReservationCaptured", "InvalidState"},
+            {"ReservationReleased", "InvalidState"},
+        ), (captured, released)
+        expected = "succeeded" if captured["__typename"] == "ReservationCaptured" else "canceled"
+        assert (await intent(emulator, hold["paymentIntentId"]))["status"] == expected
+    assert await reservations_of(org, "HELD") == []
+    assert (await ledger_of(org))[1] == []
+
+
 async def test_free_plan_without_credits_or_card_needs_a_payment_method(
     make: Factory, stripe_proxy: FaultProxy
 ) -> None:
@@ -785,7 +835,11 @@ async def test_free_plan_with_enough_credits_spends_credits(
     assert result["__typename"] == "ReservationCreated"
     assert result["billingMode"] == "CREDITS"
     assert result["reservation"]["paymentIntentId"] is None
-    assert result["wallet"] == {"balanceCredits": 500, "reservedCredits": 500, "availableCredits": 0}
+    assert result["wallet"] == {
+        "balanceCredits": 500,
+        "reservedCredits": 500,
+        "availableCredits": 0,
+    }
     assert stripe_proxy.count("POST", "/v1/payment_intents") == 0
     await assert_invariants(make.app.billing.db)
 
@@ -922,13 +976,13 @@ async def test_enterprise_releases_touch_no_invoice(make: Factory) -> None:
     assert (await ledger_of(org))[1] == []
 
 
-async def test_enterprise_organizations_cannot_top_up(make: Factory, emulator: StripeEmulator) -> None:
+async def test_enterprise_organizations_cannot_top_up(
+    make: Factory, emulator: StripeEmulator
+) -> None:
     org = await make.org(plan=Plan.ENTERPRISE)
     await save_card(org.api, emulator)
 
-    result = (await org.api(TOPUP, {"input": {"audCents": 10_000, "idempotencyKey": "t"}}))[
-        "topup"
-    ]
+    result = (await org.api(TOPUP, {"input": {"audCents": 10_000, "idempotencyKey": "t"}}))["topup"]
 
     assert (result["__typename"], result["httpStatus"]) == ("InvalidState", 409)
     assert emulator.list_payment_intents() == []
@@ -1121,12 +1175,6 @@ async def test_approval_of_a_free_organization_can_need_three_d_secure(
     assert (await intent(emulator, challenge["paymentIntentId"]))["status"] == "requires_capture"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spend.py reject(): a card hold declined at approval leaves the reservation FAILED "
-    "and the approval PENDING; rejectSpend then answers InvalidState because it requires the "
-    "reservation to be PENDING_APPROVAL, so the request can never be decided",
-)
 async def test_a_declined_approval_can_still_be_rejected(
     make: Factory, emulator: StripeEmulator
 ) -> None:

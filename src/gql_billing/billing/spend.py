@@ -9,6 +9,7 @@ touch no wallet; captures become lines of the month's invoice.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,12 +23,14 @@ from ..db import Database
 from ..errors import (
     AuthenticationRequired,
     BillingNotConfigured,
+    BillingProblem,
     CardDeclined,
     InsufficientCredits,
     InvalidInput,
     InvalidState,
     NotFound,
     PaymentMethodRequired,
+    PaymentProviderUnavailable,
 )
 from ..models import (
     Approval,
@@ -39,7 +42,14 @@ from ..models import (
     ReservationStatus,
 )
 from ..money import MAX_CHARGE_AUD_CENTS
-from ..stripe_gateway import DECLINED, REQUIRES_ACTION, REQUIRES_CAPTURE, PaymentGateway
+from ..stripe_gateway import (
+    CANCELED,
+    DECLINED,
+    REQUIRES_ACTION,
+    REQUIRES_CAPTURE,
+    SUCCEEDED,
+    PaymentGateway,
+)
 from . import invoices
 from .topups import default_card
 
@@ -361,11 +371,19 @@ class SpendService:
         assert r.id is not None and r.payment_intent_id is not None
         key = f"{action}:{r.stripe_key}"
         if action == "capture":
-            await gateway.capture_payment(
+            payment = await gateway.capture_payment(
                 r.payment_intent_id, amount_cents=r.captured_credits, idempotency_key=key
             )
+            if payment.status == CANCELED:
+                # Stripe let the authorisation lapse before we captured: nothing was charged.
+                await self.mark_card_settled(r.id, "release")
+                raise InvalidState("The card hold had already lapsed at Stripe; nothing charged")
+            if payment.status != SUCCEEDED:
+                raise PaymentProviderUnavailable("Stripe has not confirmed the capture; retry")
         elif action == "release":
-            await gateway.cancel_payment(r.payment_intent_id, idempotency_key=key)
+            payment = await gateway.cancel_payment(r.payment_intent_id, idempotency_key=key)
+            if payment.status == SUCCEEDED:
+                raise InvalidState("The card hold was already captured at Stripe")
         else:
             await gateway.refund_payment(
                 r.payment_intent_id, amount_cents=r.captured_credits, idempotency_key=key
@@ -423,13 +441,28 @@ class SpendService:
             r = await _locked(session, approval.reservation_id)
             if approval.status == ApprovalStatus.REJECTED:
                 return await self._spend(session, r)
-            if approval.status != ApprovalStatus.PENDING or r.status != S.PENDING_APPROVAL:
+            # Still undecided and holding nothing: waiting, or an approval whose card hold
+            # was declined or never authenticated.
+            holds_nothing = (S.PENDING_APPROVAL, S.FAILED, S.AUTHORIZING)
+            if approval.status != ApprovalStatus.PENDING or r.status not in holds_nothing:
                 raise InvalidState("This request was already decided")
+            abandoned_intent = r.payment_intent_id if r.status == S.AUTHORIZING else None
             _decide(approval, ApprovalStatus.REJECTED, now, token_id)
             approval.reason = reason
             r.status = S.REJECTED.value
+            r.client_secret = None
             r.settled_at = now
-            return await self._spend(session, r)
+            spend = Spend(r, approval)
+        if abandoned_intent is not None:
+            await self._cancel_quietly(abandoned_intent, r.stripe_key)
+        return spend
+
+    async def _cancel_quietly(self, intent_id: str, stripe_key: str) -> None:
+        """Cancel an authorisation nobody will complete; Stripe expires it anyway if this fails."""
+        if self._gateway is None:
+            return
+        with contextlib.suppress(BillingProblem):
+            await self._gateway.cancel_payment(intent_id, idempotency_key=f"release:{stripe_key}")
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -452,7 +485,9 @@ class SpendService:
                     payment_intent_id=r.payment_intent_id,
                     payment_method_id=r.payment_method_stripe_id,
                 )
-            raise InvalidState("The card hold is still being authorised; retry shortly")
+            raise PaymentProviderUnavailable(
+                "The card hold is still being authorised at Stripe; retry with the same key"
+            )
         query = select(Approval).where(col(Approval.reservation_id) == r.id)
         approval = (await session.execute(query)).scalar_one_or_none()
         return Spend(r, approval)
@@ -472,6 +507,17 @@ class SpendService:
                 col(Reservation.created_at) < cutoff,
             )
             expired = [pk for pk in (await session.execute(query)).scalars() if pk is not None]
+            never_authenticated = (
+                await session.execute(
+                    select(Reservation).where(
+                        col(Reservation.status) == S.AUTHORIZING.value,
+                        col(Reservation.created_at) < cutoff,
+                    )
+                )
+            ).scalars()
+            abandoned = list(never_authenticated)
+        for stale in abandoned:
+            await self._abandon(stale)
         released = 0
         for reservation_id in expired:
             try:
@@ -480,6 +526,18 @@ class SpendService:
             except InvalidState:
                 continue  # settled meanwhile
         return released
+
+    async def _abandon(self, stale: Reservation) -> None:
+        """A card hold whose 3-D Secure challenge was never completed: give up on it."""
+        async with self._db.write() as session:
+            r = await _locked(session, stale.id)
+            if r.status != S.AUTHORIZING:
+                return
+            r.status = S.FAILED.value
+            r.reason = "The card hold was never authenticated"
+            r.client_secret = None
+        if r.payment_intent_id is not None:
+            await self._cancel_quietly(r.payment_intent_id, r.stripe_key)
 
 
 def _mode_of(org: Organization) -> str:
