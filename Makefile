@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck format serve schema clean
+.PHONY: demo test test-sqlite test-postgres lint typecheck format serve schema clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found (set PYTHON=...)"; exit 1; }
@@ -23,8 +23,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck test-sqlite test-postgres
+
+test-sqlite: $(STAMP)
 	$(BIN)/pytest -q
+
+# The same suite on PostgreSQL when it is reachable (GQL_BILLING_TEST_PG_DSN, default
+# postgresql://postgres@127.0.0.1:5432/test); CI sets GQL_BILLING_REQUIRE_POSTGRES=1 so a
+# missing server fails the run instead of skipping it.
+test-postgres: $(STAMP)
+	@if PYTHONPATH=tests $(BIN)/python -m support.pg_ready; then \
+		GQL_BILLING_TEST_BACKEND=postgresql $(BIN)/pytest -q; \
+	elif [ -n "$$GQL_BILLING_REQUIRE_POSTGRES" ]; then \
+		echo "PostgreSQL is required (GQL_BILLING_REQUIRE_POSTGRES) but not reachable"; exit 1; \
+	else \
+		echo "PostgreSQL not reachable: the PostgreSQL run is skipped"; \
+	fi
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests

@@ -1,0 +1,95 @@
+"""Several `gql-billing serve` (and `worker`) processes on one database, as at scale."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from support.app_server import free_port
+
+CLI = str(Path(sys.executable).with_name("gql-billing"))
+
+
+def gateway_env(
+    database_url: str, stripe_base: str, secret_key: str, **extra: str
+) -> dict[str, str]:
+    return {
+        **os.environ,
+        "GQL_BILLING_DATABASE_URL": database_url,
+        "STRIPE_SECRET_KEY": secret_key,
+        "STRIPE_API_BASE": stripe_base,
+        "GQL_BILLING_STRIPE_TIMEOUT_SECONDS": "5",
+        **extra,
+    }
+
+
+@contextmanager
+def servers(count: int, env: dict[str, str]) -> Iterator[list[str]]:
+    """`count` server processes on free ports; yields their GraphQL URLs."""
+    ports = [free_port() for _ in range(count)]
+    procs = [
+        subprocess.Popen(
+            [CLI, "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for port in ports
+    ]
+    try:
+        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        for url, proc in zip(urls, procs, strict=True):
+            _wait_ready(url, proc)
+        yield [f"{url}/graphql" for url in urls]
+    finally:
+        _stop(procs)
+
+
+@contextmanager
+def workers(count: int, env: dict[str, str]) -> Iterator[None]:
+    procs = [
+        subprocess.Popen(
+            [CLI, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for _ in range(count)
+    ]
+    try:
+        yield
+    finally:
+        _stop(procs)
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_seconds: float = 30) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}"
+            )
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server at {url} did not start")
+
+
+def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
