@@ -5,24 +5,27 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy import text
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from .billing import Billing
 from .clock import Clock, SystemClock
 from .db import Database
-from .graphql.schema import build_schema
-from .graphql.view import BillingGraphQL
+from .graphql.view import build_view
+from .health import health_routes
+from .logs import RequestContext, configure_logging, configure_structlog
+from .metrics import Metrics, metrics_endpoint
+from .rest import rest_routes
 from .settings import Settings
-from .stripe_gateway import PaymentGateway, StripeGateway
+from .stripe_gateway import CallObserver, PaymentGateway, StripeGateway
 from .webhooks import StripeWebhooks
 from .worker import Worker, running
 
 
-def build_gateway(settings: Settings) -> PaymentGateway | None:
+def build_gateway(
+    settings: Settings, *, observer: CallObserver | None = None
+) -> PaymentGateway | None:
     if not settings.stripe_configured:
         return None
     assert settings.stripe_secret_key is not None
@@ -30,6 +33,7 @@ def build_gateway(settings: Settings) -> PaymentGateway | None:
         settings.stripe_secret_key,
         api_base=settings.stripe_api_base,
         timeout_seconds=settings.stripe_timeout_seconds,
+        observer=observer,
     )
 
 
@@ -40,26 +44,13 @@ def create_app(
     clock: Clock | None = None,
 ) -> Starlette:
     db = Database(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    configure_structlog()
+    # Per app, not the process-global registry: several apps may share a process (tests).
+    metrics = Metrics()
     owns_gateway = gateway is None
-    gateway = gateway if gateway is not None else build_gateway(settings)
-    billing = Billing.build(settings, db, gateway, clock or SystemClock())
-    graphql = BillingGraphQL(
-        billing,
-        schema=build_schema(),
-        graphql_ide="graphiql" if settings.env == "development" else None,
-        multipart_uploads_enabled=False,
-    )
-
-    async def healthz(_: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(_: Request) -> JSONResponse:
-        try:
-            async with db.read() as session:
-                await session.execute(text("SELECT 1"))
-        except Exception:
-            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
-        return JSONResponse({"status": "ok", "database": "ok"})
+    gateway = gateway if gateway is not None else build_gateway(settings, observer=metrics)
+    billing = Billing.build(settings, db, gateway, clock or SystemClock(), metrics=metrics)
+    graphql = build_view(billing)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -72,21 +63,37 @@ def create_app(
         finally:
             if owns_gateway and gateway is not None:
                 await gateway.close()
+            await graphql.close()
             await db.dispose()
 
     app = Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             Route("/webhooks/stripe", StripeWebhooks(billing).handle, methods=["POST"]),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
+            *rest_routes(billing),
+            *health_routes(db, gateway),
+            Route("/metrics", metrics_endpoint(metrics, db)),
         ],
         lifespan=lifespan,
     )
+    # Outermost, so preflights never reach auth. An empty allow-list sends no CORS headers.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        max_age=600,
+    )
+    # Outside CORS too: every answer, a refused preflight or a crash included, carries
+    # its X-Request-Id and gets its access line.
+    app.add_middleware(RequestContext, metrics=metrics)
     app.state.billing = billing
     return app
 
 
 def app_from_env() -> Starlette:
     """Factory for `uvicorn --factory` (what `gql-billing serve --workers N` runs)."""
-    return create_app(Settings())
+    settings = Settings()
+    # Each worker process is spawned afresh: it sets its own logging up.
+    configure_logging(settings.log_level)
+    return create_app(settings)

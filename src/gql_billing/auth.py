@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlmodel import col
 
+from .clock import Clock
 from .db import Database
 from .errors import InvalidInput, NotFound
 from .models import ApiToken, utcnow
@@ -130,3 +132,29 @@ async def authenticate(db: Database, token: str | None) -> Principal | None:
     assert token_id is not None
     scopes = frozenset(Scope(s) for s in scope_text.split(",") if s)
     return Principal(token_id=token_id, organization_id=organization_id, scopes=scopes)
+
+
+class TokenUsage:
+    """Records each token's last use, at most once per interval per process, so authenticating
+    stays a read; the view calls `record` after the response has gone out."""
+
+    def __init__(self, db: Database, clock: Clock, *, interval: timedelta) -> None:
+        self._db = db
+        self._clock = clock
+        self._interval = interval
+        # token id -> when this process last wrote it; one small entry per token in use.
+        self._written: dict[int, datetime] = {}
+
+    async def record(self, token_id: int) -> bool:
+        """Write last_used_at unless this process did within the interval; True if written."""
+        now = self._clock.now()
+        last = self._written.get(token_id)
+        if last is not None and now - last < self._interval:
+            return False
+        # Claimed before the write, so concurrent requests of one token write once.
+        self._written[token_id] = now
+        async with self._db.write() as session:
+            await session.execute(
+                update(ApiToken).where(col(ApiToken.id) == token_id).values(last_used_at=now)
+            )
+        return True

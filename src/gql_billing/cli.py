@@ -1,4 +1,5 @@
-"""The `gql-billing` command line (SPEC §12): serve, demo, migrate, org, token, credits."""
+"""The `gql-billing` command line (SPEC §12): serve, demo, migrate, org, token, credits,
+worker, reconcile, report."""
 
 from __future__ import annotations
 
@@ -6,18 +7,23 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from . import auth, migrate
+from . import auth, logs, migrate
 from .billing.organizations import create_organization, grant_credits
 from .db import Database
 from .errors import BillingProblem
 from .graphql.ids import pk_of, to_global_id
 from .models import Plan
+from .progress import progress_reporter
 from .settings import Settings
+
+# How long `serve` lets in-flight requests finish after SIGTERM before closing them.
+HTTP_SHUTDOWN_GRACE_SECONDS = 30
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -128,18 +134,23 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
     migrate.upgrade(settings.database_url)
+    # Our JSON lines for uvicorn's own logs too (log_config=None keeps its handlers out), and
+    # no access log: the request-id middleware writes one line per request, with the id.
+    # On SIGTERM uvicorn stops accepting, lets in-flight requests finish (at most the grace
+    # period), then shuts the app down, whose worker finishes its tick.
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": HTTP_SHUTDOWN_GRACE_SECONDS,
+    }
     if args.workers > 1:
-        uvicorn.run(
-            "gql_billing.app:app_from_env",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-        )
+        uvicorn.run("gql_billing.app:app_from_env", factory=True, workers=args.workers, **options)
         return
     from .app import create_app
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port)
+    uvicorn.run(create_app(settings), **options)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
@@ -153,8 +164,13 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     async def work() -> None:
         db = Database(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
         gateway = build_gateway(settings)
+        worker = Worker(Billing.build(settings, db, gateway, SystemClock()))
+        # SIGTERM (an orchestrator stopping us) and Ctrl-C: finish the tick, then exit.
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, worker.stop)
         try:
-            await Worker(Billing.build(settings, db, gateway, SystemClock())).run_forever()
+            await worker.run_forever()
         finally:
             if gateway is not None:
                 await gateway.close()
@@ -179,7 +195,8 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> None:
         gateway = build_gateway(settings)
         try:
             billing = Billing.build(settings, db, gateway, SystemClock())
-            return asdict(await reconcile(billing))
+            with progress_reporter("reconciling top-ups") as on_progress:
+                return asdict(await reconcile(billing, on_progress=on_progress))
         finally:
             if gateway is not None:
                 await gateway.close()
@@ -192,6 +209,22 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> None:
         f"{len(report['unreachable'])} not reachable at Stripe"
     )
     _print(args, report, text)
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> None:
+    from rich.console import Console
+
+    from .report import build_report, render
+
+    org_pk = organization_pk(args.org)
+    report = _run(_with_db(settings, lambda db: build_report(db, org_pk)))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        render(report, Console())
+    if not report.passed:
+        # Scripts (and cron) notice a broken ledger by the exit status.
+        raise SystemExit(1)
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
@@ -220,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile = sub.add_parser("reconcile", help="match top-ups with Stripe and repair")
     reconcile.add_argument("--json", action="store_true")
     reconcile.set_defaults(func=cmd_reconcile)
+    report = sub.add_parser(
+        "report", help="one organization's wallet, ledger totals and invariants (exit 1: broken)"
+    )
+    report.add_argument("--org", required=True)
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(func=cmd_report)
 
     org = sub.add_parser("org", help="organizations").add_subparsers(
         dest="org_command", required=True
@@ -269,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
+    # JSON lines on stderr for every command: stdout stays the command's own output.
+    logs.configure_logging(settings.log_level)
     try:
         args.func(args, settings)
     except BillingProblem as problem:

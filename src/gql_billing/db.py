@@ -11,13 +11,15 @@ transaction already holds the whole database).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+
+WALLETS_CHANGED = "wallets_changed"
 
 
 def is_sqlite(url: str) -> bool:
@@ -35,6 +37,8 @@ class Database:
             self.read_engine = create_async_engine(url, pool_size=10, max_overflow=20)
             self.write_engine = self.read_engine
         self._write_lock: asyncio.Lock | None = None
+        # Told, after each committed write, which organizations' wallets it moved.
+        self.on_wallets_changed: list[Callable[[set[int]], None]] = []
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -44,6 +48,15 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One write transaction: committed on success, rolled back on any exception."""
+        async with self._transaction() as session:
+            yield session
+        changed: set[int] = session.info.pop(WALLETS_CHANGED, set())
+        if changed:
+            for listener in self.on_wallets_changed:
+                listener(changed)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
         if not self.sqlite:
             async with (
                 AsyncSession(self.write_engine, expire_on_commit=False) as session,

@@ -1,4 +1,9 @@
-"""The ledger invariants of SPEC §8, checked from the database (tests and operators)."""
+"""The ledger invariants of SPEC §8, checked from the database (tests and operators).
+
+Each check is a query for the rows that break it: none found, the invariant holds. `{org}`
+in a query becomes `AND <alias>.organization_id = :org` when one organization is checked
+(the operator's `gql-billing report --org`), or nothing when all are.
+"""
 
 from __future__ import annotations
 
@@ -11,87 +16,132 @@ from .db import Database
 
 @dataclass(frozen=True)
 class Check:
+    key: str
     name: str
     passed: bool
     detail: str
 
 
-_CHECKS: list[tuple[str, str]] = [
-    (
+@dataclass(frozen=True)
+class _Invariant:
+    key: str
+    name: str
+    sql: str
+    # The table alias carrying organization_id in `sql`, for the per-organization filter.
+    scope: str
+
+
+_INVARIANTS: list[_Invariant] = [
+    _Invariant(
+        "running_totals",
         "running totals chain: each entry's totals follow from the previous one and its deltas",
         """
         SELECT e.id FROM ledger_entries e
         LEFT JOIN ledger_entries p ON p.id = (
             SELECT max(id) FROM ledger_entries q
             WHERE q.wallet_id = e.wallet_id AND q.id < e.id)
-        WHERE e.balance_after_credits
+        WHERE (e.balance_after_credits
               != coalesce(p.balance_after_credits, 0) + e.balance_delta_credits
            OR e.available_after_credits
-              != coalesce(p.available_after_credits, 0) + e.available_delta_credits
+              != coalesce(p.available_after_credits, 0) + e.available_delta_credits) {org}
         """,
+        "e",
     ),
-    (
+    _Invariant(
+        "balance",
         "balance = Σ GRANT + BONUS + REFUND ± ADJUSTMENT − Σ CHARGE",
         """
         SELECT w.id FROM wallets w
         WHERE w.balance_credits != (
             SELECT coalesce(sum(balance_delta_credits), 0) FROM ledger_entries e
-            WHERE e.wallet_id = w.id)
+            WHERE e.wallet_id = w.id) {org}
         """,
+        "w",
     ),
-    (
+    _Invariant(
+        "reserved",
+        "reserved = Σ open HELD credits-mode reservations",
+        """
+        SELECT w.id FROM wallets w
+        WHERE w.reserved_credits != (
+            SELECT coalesce(sum(r.amount_credits), 0) FROM reservations r
+            WHERE r.organization_id = w.organization_id
+              AND r.status = 'HELD' AND r.billing_mode = 'CREDITS') {org}
+        """,
+        "w",
+    ),
+    _Invariant(
+        "available",
         "available = balance − reserved, and the last entry's totals match the wallet",
         """
         SELECT w.id FROM wallets w
         JOIN ledger_entries e ON e.id = (
             SELECT max(id) FROM ledger_entries WHERE wallet_id = w.id)
-        WHERE e.balance_after_credits != w.balance_credits
-           OR e.available_after_credits != w.balance_credits - w.reserved_credits
+        WHERE (e.balance_after_credits != w.balance_credits
+           OR e.available_after_credits != w.balance_credits - w.reserved_credits) {org}
         """,
+        "w",
     ),
-    (
+    _Invariant(
+        "non_negative",
         "available >= 0 and reserved >= 0",
         """
-        SELECT id FROM wallets
-        WHERE balance_credits - reserved_credits < 0 OR reserved_credits < 0
+        SELECT w.id FROM wallets w
+        WHERE (w.balance_credits - w.reserved_credits < 0 OR w.reserved_credits < 0) {org}
         """,
+        "w",
     ),
-    (
+    _Invariant(
+        "grant_once_per_intent",
         "a PaymentIntent grants at most once",
         """
-        SELECT payment_intent_id FROM ledger_entries
-        WHERE kind = 'GRANT' AND payment_intent_id IS NOT NULL
-        GROUP BY payment_intent_id HAVING count(*) > 1
+        SELECT e.payment_intent_id FROM ledger_entries e
+        WHERE e.kind = 'GRANT' AND e.payment_intent_id IS NOT NULL {org}
+        GROUP BY e.payment_intent_id HAVING count(*) > 1
         """,
+        "e",
     ),
-    (
+    _Invariant(
+        "grant_per_topup",
         "every succeeded top-up has exactly one GRANT of its amount",
         """
         SELECT t.id FROM topup_attempts t
         WHERE t.status = 'SUCCEEDED' AND (
             SELECT count(*) FROM ledger_entries e
             WHERE e.topup_attempt_id = t.id AND e.kind = 'GRANT'
-              AND e.amount_credits = t.aud_cents) != 1
+              AND e.amount_credits = t.aud_cents) != 1 {org}
         """,
+        "t",
     ),
-    (
+    _Invariant(
+        "no_unpaid_grant",
         "no GRANT without a succeeded top-up",
         """
         SELECT e.id FROM ledger_entries e
         LEFT JOIN topup_attempts t ON t.id = e.topup_attempt_id
-        WHERE e.kind IN ('GRANT', 'BONUS') AND (t.id IS NULL OR t.status != 'SUCCEEDED')
+        WHERE e.kind IN ('GRANT', 'BONUS') AND (t.id IS NULL OR t.status != 'SUCCEEDED') {org}
         """,
+        "e",
     ),
 ]
+
+INVARIANT_KEYS = tuple(invariant.key for invariant in _INVARIANTS)
 
 
 async def check_invariants(db: Database, organization_id: int | None = None) -> list[Check]:
     """Each invariant with pass/fail and the offending rows (all organizations by default)."""
-    del organization_id  # the checks are cheap enough to run over everything
+    params = {} if organization_id is None else {"org": organization_id}
     results = []
     async with db.read() as session:
-        for name, sql in _CHECKS:
-            rows = (await session.execute(text(sql))).all()
+        for invariant in _INVARIANTS:
+            sql = text(_scoped(invariant, organization_id))
+            rows = (await session.execute(sql, params)).all()
             offenders = ", ".join(str(r[0]) for r in rows[:10])
-            results.append(Check(name, not rows, f"offending: {offenders}" if rows else "ok"))
+            detail = f"offending: {offenders}" if rows else "ok"
+            results.append(Check(invariant.key, invariant.name, not rows, detail))
     return results
+
+
+def _scoped(invariant: _Invariant, organization_id: int | None) -> str:
+    scope = "" if organization_id is None else f"AND {invariant.scope}.organization_id = :org"
+    return invariant.sql.replace("{org}", scope)

@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from .auto_queue import queue_if_below
+from .db import WALLETS_CHANGED
 from .errors import InsufficientCredits, NotFound
+from .live import CHANNEL
 from .models import EntryKind, LedgerEntry, Wallet, utcnow
 
 
@@ -130,8 +132,20 @@ async def post(
     )
     session.add(entry)
     await session.flush()
+    await _announce(session, organization_id)
     await queue_if_below(session, wallet, now)
     return Posted(entry, balance_credits, reserved_credits)
+
+
+async def _announce(session: AsyncSession, organization_id: int) -> None:
+    """Tell live subscribers once the transaction commits (see live.py)."""
+    session.info.setdefault(WALLETS_CHANGED, set()).add(organization_id)
+    if session.get_bind().dialect.name == "postgresql":
+        # Delivered by PostgreSQL at commit, to every process listening.
+        await session.execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": CHANNEL, "payload": str(organization_id)},
+        )
 
 
 async def open_wallet(session: AsyncSession, organization_id: int) -> Wallet:

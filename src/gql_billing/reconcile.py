@@ -3,9 +3,11 @@ succeeded charge that was never granted (through the normal grant path)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import stripe
 from sqlalchemy import select
 from sqlmodel import col
 
@@ -26,9 +28,14 @@ class ReconcileReport:
 
 
 async def reconcile(
-    billing: Billing, *, min_age: timedelta = timedelta(minutes=1)
+    billing: Billing,
+    *,
+    min_age: timedelta = timedelta(minutes=1),
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> ReconcileReport:
-    """Attempts still unsettled after `min_age` are looked up at Stripe and settled."""
+    """Attempts still unsettled after `min_age` are looked up at Stripe and settled.
+
+    `on_progress(done, total)` is called after each attempt (a long run shows progress)."""
     report = ReconcileReport()
     gateway = billing.gateway
     if gateway is None:
@@ -45,20 +52,30 @@ async def reconcile(
     for attempt, customer_id in rows:
         assert attempt.id is not None
         report.checked += 1
-        try:
-            payment = await _find(billing, attempt, customer_id)
-            if payment is None:
-                report.still_open.append(attempt.id)
-                continue
-            settled = await billing.topups.settle_payment(payment, attempt_id=attempt.id)
-        except BillingProblem:
-            report.unreachable.append(attempt.id)
-            continue
-        if payment.status == SUCCEEDED and settled.status == TopupStatus.SUCCEEDED:
-            report.repaired.append(attempt.id)
-        else:
-            report.still_open.append(attempt.id)
+        await _settle_one(billing, attempt, customer_id, report)
+        if on_progress is not None:
+            on_progress(report.checked, len(rows))
     return report
+
+
+async def _settle_one(
+    billing: Billing, attempt: TopupAttempt, customer_id: str | None, report: ReconcileReport
+) -> None:
+    assert attempt.id is not None
+    try:
+        payment = await _find(billing, attempt, customer_id)
+        if payment is None:
+            report.still_open.append(attempt.id)
+            return
+        settled = await billing.topups.settle_payment(payment, attempt_id=attempt.id)
+    except (BillingProblem, stripe.StripeError):
+        # An outage, or Stripe refusing the look-up: this attempt is reported, the run goes on.
+        report.unreachable.append(attempt.id)
+        return
+    if payment.status == SUCCEEDED and settled.status == TopupStatus.SUCCEEDED:
+        report.repaired.append(attempt.id)
+    else:
+        report.still_open.append(attempt.id)
 
 
 async def _find(billing: Billing, attempt: TopupAttempt, customer_id: str | None) -> Payment | None:

@@ -52,6 +52,42 @@ class Settings(BaseSettings):
     max_page_size: int = 100
     default_page_size: int = 20
 
+    # JSON log lines on stderr at this level and above (DEBUG adds probe and scrape lines).
+    log_level: str = "INFO"
+
+    # Query limits (SPEC §11). Tokens are lexical tokens, comments included.
+    max_query_depth: int = 10
+    max_query_aliases: int = 30
+    max_query_tokens: int = 2000
+    max_body_bytes: int = 64 * 1024
+    # Operations in one batched (array) request; 0 turns batching off (HTTP 400).
+    max_batch_operations: int = 0
+    # Unset: on in development, off in production (an operator may turn it back on alone).
+    introspection: bool | None = None
+    # Browser origins allowed to call the API, comma-separated: "https://app.example.com,...".
+    cors_allow_origins: str = ""
+
+    # Per-token rate limit: requests per fixed window. In memory (per process) unless a Redis
+    # URL is set, which shares the count between workers and hosts.
+    rate_limit_requests: int = 600
+    rate_limit_window_seconds: int = 60
+    redis_url: str | None = None
+    rate_limit_key_prefix: str = "gql-billing:ratelimit:"
+    # A token's last_used_at is written at most this often per process, keeping auth a read.
+    token_usage_interval_seconds: float = 60.0
+
     @property
     def stripe_configured(self) -> bool:
         return bool(self.stripe_secret_key)
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def introspection_enabled(self) -> bool:
+        return self.introspection if self.introspection is not None else not self.production
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return [o.strip() for o in self.cors_allow_origins.split(",") if o.strip()]

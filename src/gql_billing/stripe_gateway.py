@@ -8,6 +8,7 @@ PaymentProviderUnavailable; everything a caller must act on comes back as data.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +23,9 @@ DECLINED = "declined"
 PROCESSING = "processing"
 REQUIRES_CAPTURE = "requires_capture"
 CANCELED = "canceled"
+
+# A metadata look-up reads at most this many pages of 100 intents (newest first).
+MAX_LIST_PAGES = 50
 
 AUTHENTICATION_CODES = frozenset(
     {"authentication_required", "payment_intent_authentication_failure"}
@@ -98,7 +102,17 @@ class PaymentGateway(Protocol):
         self, customer_id: str, metadata_key: str, value: str
     ) -> Payment | None: ...
 
+    async def ping(self) -> None:
+        """Raise unless the provider answers (readiness)."""
+        ...
+
     async def close(self) -> None: ...
+
+
+class CallObserver(Protocol):
+    """Told about every Stripe call: its name, how long it took, the error class it raised."""
+
+    def stripe_call(self, call: str, seconds: float, error: str | None) -> None: ...
 
 
 def _payment_from_intent(intent: Any) -> Payment:
@@ -145,8 +159,14 @@ def _is_outage(exc: stripe.StripeError) -> bool:
 
 class StripeGateway:
     def __init__(
-        self, secret_key: str, *, api_base: str | None = None, timeout_seconds: float = 20.0
+        self,
+        secret_key: str,
+        *,
+        api_base: str | None = None,
+        timeout_seconds: float = 20.0,
+        observer: CallObserver | None = None,
     ) -> None:
+        self._observer = observer
         self._http = stripe.HTTPXClient(timeout=timeout_seconds)
         base = {"api": api_base.rstrip("/")} if api_base else None
         self._client = stripe.StripeClient(
@@ -159,21 +179,35 @@ class StripeGateway:
     async def close(self) -> None:
         await self._http.close_async()  # type: ignore[no-untyped-call]
 
-    async def _call(self, coro: Any) -> dict[str, Any]:
-        """Await an SDK call; its object comes back as plain data."""
+    async def ping(self) -> None:
+        await self._call("balance.retrieve", self._client.v1.balance.retrieve_async())
+
+    async def _call(self, call: str, coro: Any) -> dict[str, Any]:
+        """Await an SDK call, timed and counted under `call`; its object comes back as data."""
+        started = time.perf_counter()
         try:
             result = await coro
-            return result.to_dict()  # type: ignore[no-any-return]
         except stripe.StripeError as exc:
+            self._observe(call, started, type(exc).__name__)
             if _is_outage(exc):
                 raise PaymentProviderUnavailable() from exc
             raise
+        except Exception as exc:
+            self._observe(call, started, type(exc).__name__)
+            raise
+        self._observe(call, started, None)
+        return result.to_dict()  # type: ignore[no-any-return]
+
+    def _observe(self, call: str, started: float, error: str | None) -> None:
+        if self._observer is not None:
+            self._observer.stripe_call(call, time.perf_counter() - started, error)
 
     async def create_customer(self, *, name: str, organization_id: int) -> str:
         customer = await self._call(
+            "customers.create",
             self._client.v1.customers.create_async(
                 params={"name": name, "metadata": {"organization_id": str(organization_id)}},
-            )
+            ),
         )
         return str(customer["id"])
 
@@ -183,12 +217,17 @@ class StripeGateway:
             "usage": "off_session",
             "payment_method_types": ["card"],
         }
-        intent = await self._call(self._client.v1.setup_intents.create_async(params=params))
+        intent = await self._call(
+            "setup_intents.create", self._client.v1.setup_intents.create_async(params=params)
+        )
         return SetupIntent(id=intent["id"], client_secret=intent["client_secret"])
 
     async def retrieve_card(self, payment_method_id: str) -> Card:
         try:
-            pm = await self._call(self._client.v1.payment_methods.retrieve_async(payment_method_id))
+            pm = await self._call(
+                "payment_methods.retrieve",
+                self._client.v1.payment_methods.retrieve_async(payment_method_id),
+            )
         except stripe.InvalidRequestError as exc:
             raise NotFound(f"No payment method {payment_method_id!r}") from exc
         return _card(pm)
@@ -196,9 +235,10 @@ class StripeGateway:
     async def attach_card(self, payment_method_id: str, customer_id: str) -> Card:
         try:
             pm = await self._call(
+                "payment_methods.attach",
                 self._client.v1.payment_methods.attach_async(
                     payment_method_id, params={"customer": customer_id}
-                )
+                ),
             )
         except stripe.CardError as exc:
             raise CardDeclined(
@@ -213,14 +253,18 @@ class StripeGateway:
     async def detach_card(self, payment_method_id: str) -> None:
         # Already detached at Stripe: the local removal is what matters.
         with contextlib.suppress(stripe.InvalidRequestError):
-            await self._call(self._client.v1.payment_methods.detach_async(payment_method_id))
+            await self._call(
+                "payment_methods.detach",
+                self._client.v1.payment_methods.detach_async(payment_method_id),
+            )
 
     async def set_default_card(self, customer_id: str, payment_method_id: str) -> None:
         await self._call(
+            "customers.update",
             self._client.v1.customers.update_async(
                 customer_id,
                 params={"invoice_settings": {"default_payment_method": payment_method_id}},
-            )
+            ),
         )
 
     async def charge_off_session(
@@ -247,9 +291,10 @@ class StripeGateway:
             params["capture_method"] = "manual"
         try:
             intent = await self._call(
+                "payment_intents.create",
                 self._client.v1.payment_intents.create_async(
                     params=params, options={"idempotency_key": idempotency_key}
-                )
+                ),
             )
         except stripe.CardError as exc:
             return await self._payment_from_card_error(exc)
@@ -277,13 +322,16 @@ class StripeGateway:
         )
 
     async def retrieve_payment(self, intent_id: str) -> Payment:
-        intent = await self._call(self._client.v1.payment_intents.retrieve_async(intent_id))
+        intent = await self._call(
+            "payment_intents.retrieve", self._client.v1.payment_intents.retrieve_async(intent_id)
+        )
         return _payment_from_intent(intent)
 
     async def capture_payment(
         self, intent_id: str, *, amount_cents: int, idempotency_key: str
     ) -> Payment:
         intent = await self._settle_call(
+            "payment_intents.capture",
             self._client.v1.payment_intents.capture_async(
                 intent_id,
                 params={"amount_to_capture": amount_cents},
@@ -295,6 +343,7 @@ class StripeGateway:
 
     async def cancel_payment(self, intent_id: str, *, idempotency_key: str) -> Payment:
         intent = await self._settle_call(
+            "payment_intents.cancel",
             self._client.v1.payment_intents.cancel_async(
                 intent_id, options={"idempotency_key": idempotency_key}
             ),
@@ -307,35 +356,46 @@ class StripeGateway:
     ) -> None:
         params: Any = {"payment_intent": intent_id, "amount": amount_cents}
         await self._settle_call(
+            "refunds.create",
             self._client.v1.refunds.create_async(
                 params=params, options={"idempotency_key": idempotency_key}
             ),
             intent_id,
         )
 
-    async def _settle_call(self, coro: Any, intent_id: str) -> dict[str, Any]:
+    async def _settle_call(self, call: str, coro: Any, intent_id: str) -> dict[str, Any]:
         """A settlement that Stripe refuses (the intent already moved on) is an outage to us
         only if we cannot tell; otherwise the intent's own state is the answer."""
         try:
-            return await self._call(coro)
+            return await self._call(call, coro)
         except stripe.InvalidRequestError:
-            intent = await self._call(self._client.v1.payment_intents.retrieve_async(intent_id))
+            intent = await self._call(
+                "payment_intents.retrieve",
+                self._client.v1.payment_intents.retrieve_async(intent_id),
+            )
             return intent
 
     async def find_payment(self, customer_id: str, metadata_key: str, value: str) -> Payment | None:
-        """Look an intent up by our metadata (after Stripe's 24 h idempotency window)."""
-        page = await self._call(
-            self._client.v1.payment_intents.list_async(
-                params={"customer": customer_id, "limit": 100}
+        """Look an intent up by our metadata (after Stripe's 24 h idempotency window).
+
+        Pages through the intents and filters here: not every Stripe-compatible server
+        filters a list by customer (the emulator refuses to), and real Stripe's search API
+        is eventually consistent."""
+        params: Any = {"limit": 100}
+        for _ in range(MAX_LIST_PAGES):
+            page = await self._call(
+                "payment_intents.list", self._client.v1.payment_intents.list_async(params=params)
             )
-        )
-        for intent in page["data"]:
-            payment = _payment_from_intent(intent)
-            if (
-                payment.customer_id == customer_id
-                and (payment.metadata or {}).get(metadata_key) == value
-            ):
-                return payment
+            for intent in page["data"]:
+                payment = _payment_from_intent(intent)
+                if (
+                    payment.customer_id == customer_id
+                    and (payment.metadata or {}).get(metadata_key) == value
+                ):
+                    return payment
+            if not page.get("has_more") or not page["data"]:
+                return None
+            params = {"limit": 100, "starting_after": page["data"][-1]["id"]}
         return None
 
 

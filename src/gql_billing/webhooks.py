@@ -3,10 +3,11 @@ re-fetch the object from Stripe, then act through the same services as the API."
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 from typing import Any
 
 import stripe
+import structlog
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
@@ -18,7 +19,7 @@ from .errors import BillingProblem
 from .models import Organization, Reservation, TopupAttempt, WebhookEvent
 from .stripe_gateway import CANCELED, Payment
 
-log = logging.getLogger("gql_billing.webhooks")
+log = structlog.stdlib.get_logger("gql_billing.webhooks")
 
 MAX_BODY_BYTES = 256 * 1024
 PAYMENT_EVENTS = {
@@ -28,39 +29,80 @@ PAYMENT_EVENTS = {
 }
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """How one delivery ended: the HTTP answer, and its event type and result category (the
+    bounded labels of the webhook metric; `detail` carries ids)."""
+
+    status: int
+    detail: str
+    event_type: str = "unknown"
+    event_id: str | None = None
+    category: str | None = None
+
+    @property
+    def result(self) -> str:
+        if self.category is not None:
+            return self.category
+        # "top-up 12 succeeded" -> "topup_succeeded": the statuses are a closed set.
+        words = self.detail.replace("-", "").split()
+        return "_".join(word for word in words if not word.isdigit())
+
+
 class StripeWebhooks:
     def __init__(self, billing: Billing) -> None:
         self._billing = billing
 
     async def handle(self, request: Request) -> JSONResponse:
+        delivery = await self._receive(request)
+        self._billing.metrics.webhook_event(delivery.event_type, delivery.result)
+        log.info(
+            "webhook",
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            result=delivery.detail,
+            status=delivery.status,
+        )
+        return _answer(delivery.status, delivery.detail)
+
+    async def _receive(self, request: Request) -> Delivery:
         secret = self._billing.settings.stripe_webhook_secret
         gateway = self._billing.gateway
         if not secret or gateway is None:
-            return _answer(503, "webhooks are not configured")
+            return Delivery(503, "webhooks are not configured")
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
-            return _answer(413, "body too large")
+            return Delivery(413, "body too large")
         try:
             event = stripe.Webhook.construct_event(
                 body.decode("utf-8"), request.headers.get("stripe-signature", ""), secret
             )
         except (ValueError, UnicodeDecodeError, stripe.SignatureVerificationError):
             # A forged, tampered or stale (replayed) event: nothing happens.
-            return _answer(400, "invalid signature or payload")
+            return Delivery(400, "invalid signature or payload")
         event_id, event_type = str(event["id"]), str(event["type"])
         if not await self._first_delivery(event_id, event_type):
-            return _answer(200, "duplicate")
+            return Delivery(200, "duplicate", event_type, event_id)
         if event_type not in PAYMENT_EVENTS:
-            return _answer(200, "ignored")
+            return Delivery(200, "ignored", event_type, event_id)
         intent_id = str(event["data"]["object"]["id"])
         try:
             result = await self._act(event_type, await gateway.retrieve_payment(intent_id))
+        except stripe.InvalidRequestError:
+            # Stripe does not know the intent (another account's, or a forged id that was
+            # still signed with our secret): nothing of ours to act on.
+            await self._record(event_id, "unknown payment intent")
+            return Delivery(200, "unknown payment intent", event_type, event_id)
         except BillingProblem as problem:
             # Stripe retries a failed delivery; forget this one so the retry acts.
             await self._forget(event_id)
-            return _answer(502, problem.detail)
+            return Delivery(502, problem.detail, event_type, event_id, type(problem).__name__)
+        except Exception:
+            # Whatever went wrong, a redelivery must be able to act.
+            await self._forget(event_id)
+            raise
         await self._record(event_id, result)
-        return _answer(200, result)
+        return Delivery(200, result, event_type, event_id)
 
     async def _act(self, event_type: str, payment: Payment) -> str:
         if event_type == "payment_intent.canceled" or payment.status == CANCELED:

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
+
+import structlog
 
 from .billing import Billing
 from .billing.invoices import finalize_past_invoices
 from .reconcile import reconcile
 
-log = logging.getLogger("gql_billing.worker")
+log = structlog.stdlib.get_logger("gql_billing.worker")
 # Reconciliation asks Stripe about every unsettled attempt: not on every tick.
 RECONCILE_EVERY_TICKS = 150
+# On shutdown the tick in progress may be in the middle of charging cards (each Stripe call
+# up to its timeout); past this, it is cancelled. Cancelling is safe, only slower to heal:
+# the attempt stays PROCESSING and the next worker resumes it with the same Stripe key.
+SHUTDOWN_GRACE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,11 @@ class Worker:
         settings = billing.settings
         self._card_hold_ttl = timedelta(seconds=settings.card_hold_ttl_seconds)
         self._interval_seconds = settings.worker_interval_seconds
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask `run_forever` to return once the tick in progress (if any) is done."""
+        self._stopping.set()
 
     async def tick(self) -> TickReport:
         """One pass over every duty; each is safe to run from several processes at once."""
@@ -49,29 +59,43 @@ class Worker:
         )
 
     async def run_forever(self) -> None:
+        """Tick every interval until `stop()`; a stop never interrupts a tick, only the wait."""
         ticks = 0
-        while True:
-            try:
-                report = await self.tick()
-                if any(vars(report).values()):
-                    log.info("worker tick: %s", report)
-                if ticks % RECONCILE_EVERY_TICKS == 0:
-                    repaired = await reconcile(self._billing)
-                    if repaired.repaired:
-                        log.warning("reconcile granted unpaid top-ups: %s", repaired.repaired)
-            except Exception:
-                # One failed pass (Stripe down, say) must not stop the next one.
-                log.exception("worker tick failed")
+        while not self._stopping.is_set():
+            await self._pass(reconcile_too=ticks % RECONCILE_EVERY_TICKS == 0)
             ticks += 1
-            await asyncio.sleep(self._interval_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval_seconds)
+
+    async def _pass(self, *, reconcile_too: bool) -> None:
+        metrics = self._billing.metrics
+        try:
+            report = await self.tick()
+            if any(vars(report).values()):
+                log.info("worker tick", **asdict(report))
+            if reconcile_too:
+                repaired = await reconcile(self._billing)
+                if repaired.repaired:
+                    log.warning("reconcile granted unpaid top-ups", attempts=repaired.repaired)
+        except Exception:
+            # One failed pass (Stripe down, say) must not stop the next one.
+            log.exception("worker tick failed")
+            metrics.worker_tick(failed=True)
+        else:
+            metrics.worker_tick(failed=False)
 
 
 @contextlib.asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[None]:
+async def running(
+    worker: Worker, *, grace_seconds: float = SHUTDOWN_GRACE_SECONDS
+) -> AsyncIterator[None]:
+    """Run the worker for the duration of the block; on exit let its tick finish (bounded)."""
     task = asyncio.create_task(worker.run_forever())
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        worker.stop()
+        try:
+            await asyncio.wait_for(task, grace_seconds)
+        except TimeoutError:
+            log.warning("worker tick cancelled at shutdown", grace_seconds=grace_seconds)

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from ..clock import Clock
 from ..db import Database
+from ..metrics import Metrics
 from ..money import DisplayRates
 from ..settings import Settings
 from ..stripe_gateway import PaymentGateway
@@ -29,13 +30,22 @@ class Billing:
     topups: TopupService
     spend: SpendService
     auto_topups: AutoTopupService
+    metrics: Metrics
 
     @classmethod
     def build(
-        cls, settings: Settings, db: Database, gateway: PaymentGateway | None, clock: Clock
+        cls,
+        settings: Settings,
+        db: Database,
+        gateway: PaymentGateway | None,
+        clock: Clock,
+        *,
+        metrics: Metrics | None = None,
     ) -> Billing:
         lease = timedelta(seconds=settings.idempotency_lease_seconds)
-        topups = TopupService(db, gateway, clock, lease=lease)
+        # A command that serves no /metrics still counts, into a registry nobody reads.
+        metrics = metrics if metrics is not None else Metrics()
+        topups = TopupService(db, gateway, clock, lease=lease, metrics=metrics)
         return cls(
             settings=settings,
             db=db,
@@ -46,4 +56,5 @@ class Billing:
             topups=topups,
             spend=SpendService(db, gateway, clock, lease=lease),
             auto_topups=AutoTopupService(db, gateway, clock, topups, lease=lease),
+            metrics=metrics,
         )

@@ -172,15 +172,17 @@ class AutoTopupService:
         if self._gateway is None:
             return 0
         done = 0
-        while done < limit:
-            attempt = await self._claim_next()
-            if attempt is None:
+        for _ in range(limit):
+            found, attempt = await self._claim_next()
+            if not found:
                 break
-            await self._charge(attempt)
-            done += 1
+            if attempt is not None:
+                await self._charge(attempt)
+                done += 1
         return done
 
-    async def _claim_next(self) -> TopupAttempt | None:
+    async def _claim_next(self) -> tuple[bool, TopupAttempt | None]:
+        """(whether a due attempt was found, the attempt to charge now if any)."""
         now = self._clock.now()
         async with self._db.write() as session:
             stale = now - self._lease
@@ -206,10 +208,10 @@ class AutoTopupService:
             )
             attempt = (await session.execute(query)).scalar_one_or_none()
             if attempt is None:
-                return None
+                return False, None
             if attempt.status == TopupStatus.PROCESSING:
                 attempt.claimed_at = now  # resumed with the same Stripe key
-                return attempt
+                return True, attempt
             wallet = await ledger.wallet_for(session, attempt.organization_id, lock=True)
             if (
                 not wallet.auto_topup_enabled
@@ -218,7 +220,9 @@ class AutoTopupService:
             ):
                 # Switched off, or topped up meanwhile: the queued charge is not needed.
                 await session.delete(attempt)
-                return None
+                return True, None
+            # The charge is the amount configured now, and the cap is checked against it.
+            attempt.aud_cents = wallet.auto_topup_amount_credits or attempt.aud_cents
             cap_cents = (wallet.auto_daily_cap_aud or 0) * 100
             if (
                 await charged_today_aud_cents(session, attempt.organization_id, now)
@@ -226,11 +230,10 @@ class AutoTopupService:
                 > cap_cents
             ):
                 attempt.not_before = day_start(now) + timedelta(days=1)
-                return None
+                return True, None
             attempt.status = TopupStatus.PROCESSING.value
             attempt.claimed_at = now
-            attempt.aud_cents = wallet.auto_topup_amount_credits or attempt.aud_cents
-            return attempt
+            return True, attempt
 
     async def _charge(self, attempt: TopupAttempt) -> None:
         assert self._gateway is not None and attempt.id is not None
@@ -245,8 +248,6 @@ class AutoTopupService:
         settled = await self._topups.settle_payment(payment, attempt_id=attempt.id)
         if settled.status == TopupStatus.FAILED:
             await self._record_failure(attempt.id, settled.failure_reason or "declined")
-        elif settled.status == TopupStatus.SUCCEEDED:
-            await self._record_success(settled.organization_id)
 
     async def _record_failure(self, attempt_id: int, reason: str) -> None:
         now = self._clock.now()
@@ -266,9 +267,3 @@ class AutoTopupService:
                     f"Switched off after {wallet.auto_consecutive_failures} failed charges "
                     f"in a row (last: {reason})"
                 )
-
-    async def _record_success(self, organization_id: int) -> None:
-        async with self._db.write() as session:
-            wallet = await ledger.wallet_for(session, organization_id)
-            wallet.auto_consecutive_failures = 0
-            wallet.auto_backoff_until = None

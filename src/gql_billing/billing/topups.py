@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+import structlog
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -28,6 +29,7 @@ from ..errors import (
     PaymentMethodRequired,
     PaymentProviderUnavailable,
 )
+from ..metrics import Metrics
 from ..models import (
     Organization,
     PaymentMethod,
@@ -35,6 +37,7 @@ from ..models import (
     TopupAttempt,
     TopupStatus,
     TopupTrigger,
+    Wallet,
 )
 from ..money import MAX_CHARGE_AUD_CENTS, MIN_TOPUP_AUD_CENTS, topup_bonus_credits
 from ..stripe_gateway import DECLINED, REQUIRES_ACTION, SUCCEEDED, Payment, PaymentGateway
@@ -42,6 +45,13 @@ from ..stripe_gateway import DECLINED, REQUIRES_ACTION, SUCCEEDED, Payment, Paym
 OPERATION = "topup"
 # Stripe keeps idempotency keys for 24 hours; past that, find the intent by metadata.
 STRIPE_KEY_WINDOW = timedelta(hours=23)
+# Statuses an attempt settles into that the top-ups metric counts (QUEUED and PROCESSING
+# are the way there; the auto top-up queue depth shows those).
+COUNTED_STATUSES = frozenset(
+    {TopupStatus.SUCCEEDED, TopupStatus.FAILED, TopupStatus.REQUIRES_ACTION}
+)
+
+log = structlog.stdlib.get_logger("gql_billing.topups")
 
 
 @dataclass(frozen=True)
@@ -88,11 +98,13 @@ class TopupService:
         clock: Clock,
         *,
         lease: timedelta = timedelta(seconds=60),
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = db
         self._gateway = gateway
         self._clock = clock
         self._lease = lease
+        self._metrics = metrics if metrics is not None else Metrics()
 
     def _require_gateway(self) -> PaymentGateway:
         if self._gateway is None:
@@ -225,6 +237,7 @@ class TopupService:
                 raise NotFound("No top-up attempt for this payment")
             if attempt.status in (TopupStatus.SUCCEEDED, TopupStatus.FAILED):
                 return attempt
+            previous = attempt.status
             if attempt.payment_intent_id is None and payment.intent_id is not None:
                 attempt.payment_intent_id = payment.intent_id
             now = self._clock.now()
@@ -241,7 +254,27 @@ class TopupService:
                 attempt.completed_at = now
             else:
                 attempt.status = TopupStatus.PROCESSING.value
-            return attempt
+        if attempt.status != previous:
+            self._record_change(attempt)
+        return attempt
+
+    def _record_change(self, attempt: TopupAttempt) -> None:
+        """After the commit: count the attempt's new status and log it (ids only: no client
+        secret, no card)."""
+        if attempt.status in COUNTED_STATUSES:
+            self._metrics.topup_status(attempt.trigger, attempt.status)
+        log.info(
+            "topup status",
+            topup_attempt_id=attempt.id,
+            organization_id=attempt.organization_id,
+            trigger=attempt.trigger,
+            status=attempt.status,
+            aud_cents=attempt.aud_cents,
+            credits_granted=attempt.credits_granted,
+            bonus_credits=attempt.bonus_credits,
+            payment_intent_id=attempt.payment_intent_id,
+            decline_code=attempt.decline_code,
+        )
 
 
 async def _locked_attempt(
@@ -279,6 +312,14 @@ async def _grant(session: AsyncSession, attempt: TopupAttempt, now: datetime) ->
             topup_attempt_id=attempt.id,
             payment_intent_id=attempt.payment_intent_id,
             now=now,
+        )
+    if attempt.trigger == TopupTrigger.AUTO:
+        # However it was paid (the worker, resumeTopup, a webhook, reconcile), a paid auto
+        # top-up ends the run of failures that would switch auto top-up off.
+        await session.execute(
+            update(Wallet)
+            .where(col(Wallet.organization_id) == attempt.organization_id)
+            .values(auto_consecutive_failures=0, auto_backoff_until=None)
         )
     attempt.status = TopupStatus.SUCCEEDED.value
     attempt.credits_granted = credits_granted

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import MaskErrors, SchemaExtension
-from strawberry.schema.config import StrawberryConfig
+from graphql import ASTValidationRule, GraphQLError
+from graphql.validation import MaxIntrospectionDepthRule, NoSchemaIntrospectionCustomRule
+from strawberry.extensions import MaskErrors, ParserCache, SchemaExtension, ValidationCache
+from strawberry.schema.config import BatchingConfig, StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
+from ..settings import Settings
+from .instrumentation import observability
+from .limits import ApplyLimits, QueryLimits, limits_rule
 from .mutations import Mutation
 from .problems import (
     AuthenticationRequired,
@@ -49,7 +55,45 @@ class MaskFaults(MaskErrors):
         super().__init__(should_mask_error=_should_mask, error_message=MASKED_MESSAGE)
 
 
+@dataclass(frozen=True)
+class SchemaPolicy:
+    """What a deployment allows; the defaults are development's (SPEC §11)."""
+
+    limits: QueryLimits = field(default_factory=QueryLimits)
+    introspection: bool = True
+    # "Did you mean ...?" in validation errors maps the schema for whoever cannot introspect.
+    suggestions: bool = True
+    # 0 turns batched (array) requests off: Strawberry answers them with HTTP 400.
+    max_batch_operations: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SchemaPolicy:
+        limits = QueryLimits(
+            max_depth=settings.max_query_depth,
+            max_aliases=settings.max_query_aliases,
+            max_tokens=settings.max_query_tokens,
+        )
+        return cls(
+            limits=limits,
+            introspection=settings.introspection_enabled,
+            suggestions=not settings.production,
+            max_batch_operations=settings.max_batch_operations,
+        )
+
+    def validation_rules(self) -> tuple[type[ASTValidationRule], ...]:
+        rules: list[type[ASTValidationRule]] = [limits_rule(self.limits), MaxIntrospectionDepthRule]
+        if not self.introspection:
+            rules.append(NoSchemaIntrospectionCustomRule)
+        return tuple(rules)
+
+
 class BillingSchema(strawberry.Schema):
+    @staticmethod
+    def remove_field_suggestion(error: GraphQLError) -> None:
+        """Strawberry trims only "Cannot query field" messages; unknown arguments, types, enum
+        values and input fields suggest names too."""
+        error.message = error.message.split(" Did you mean", 1)[0]
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -63,7 +107,20 @@ def _is_fault(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError) and _should_mask(error)
 
 
-def build_schema(extensions: Sequence[type[SchemaExtension]] = ()) -> BillingSchema:
+def build_schema(
+    extensions: Sequence[type[SchemaExtension]] = (), *, policy: SchemaPolicy | None = None
+) -> BillingSchema:
+    policy = policy or SchemaPolicy()
+    batching = (
+        BatchingConfig(max_operations=policy.max_batch_operations)
+        if policy.max_batch_operations > 0
+        else None
+    )
+    # Built here, once: the same rule classes on every request keep ValidationCache hitting.
+    limits = partial(
+        ApplyLimits, rules=policy.validation_rules(), max_tokens=policy.limits.max_tokens
+    )
+    caches: list[Callable[[], SchemaExtension]] = [ParserCache, ValidationCache]
     return BillingSchema(
         query=merge_types("Query", (Query, SpendQuery)),
         mutation=merge_types("Mutation", (Mutation, SpendMutation)),
@@ -87,6 +144,11 @@ def build_schema(extensions: Sequence[type[SchemaExtension]] = ()) -> BillingSch
             PaymentProviderUnavailable,
             BillingNotConfigured,
         ],
-        config=StrawberryConfig(scalar_map={Credits: CREDITS_SCALAR}),
-        extensions=[MaskFaults, *extensions],
+        config=StrawberryConfig(
+            scalar_map={Credits: CREDITS_SCALAR},
+            disable_field_suggestions=not policy.suggestions,
+            batching_config=batching,
+        ),
+        # Observability right after masking: its timing covers parsing, limits and execution.
+        extensions=[MaskFaults, *observability(), limits, *caches, *extensions],
     )

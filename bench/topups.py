@@ -1,0 +1,96 @@
+"""Top-ups against the Stripe emulator with injected latency: one alone, then 32 at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import httpx
+
+STRIPE_KEY = "sk_test_gql_billing_bench"
+
+CREATE_SETUP_INTENT = "mutation { createSetupIntent { __typename ... on SetupIntentCreated "
+CREATE_SETUP_INTENT += "{ setupIntentId } ... on Problem { detail } } }"
+ATTACH = """
+mutation A($pm: String!) {
+  attachPaymentMethod(input: {paymentMethodId: $pm, setAsDefault: true}) {
+    __typename ... on Problem { detail }
+  }
+}
+"""
+TOPUP = """
+mutation T($key: String!) {
+  topup(input: {audCents: 10000, idempotencyKey: $key}) {
+    __typename ... on TopupSuccess { creditsGranted } ... on Problem { detail }
+  }
+}
+"""
+
+
+def _graphql(
+    client: httpx.Client, url: str, token: str, query: str, variables: dict[str, Any] | None
+) -> dict[str, Any]:
+    response = client.post(
+        url,
+        json={"query": query, "variables": variables or {}},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    if body.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {body['errors']}")
+    data: dict[str, Any] = body["data"]
+    return data
+
+
+def save_card(graphql_url: str, token: str, emulator_url: str) -> None:
+    """As a browser would: SetupIntent, Stripe.js creates and confirms the card, attach."""
+    with httpx.Client(timeout=30.0) as client:
+        created = _graphql(client, graphql_url, token, CREATE_SETUP_INTENT, None)
+        intent = created["createSetupIntent"]
+        assert intent["__typename"] == "SetupIntentCreated", intent
+        stripe = {"Authorization": f"Bearer {STRIPE_KEY}"}
+        card = {
+            "type": "card",
+            "card[number]": "4242424242424242",
+            "card[exp_month]": "12",
+            "card[exp_year]": "2034",
+            "card[cvc]": "123",
+        }
+        pm = client.post(f"{emulator_url}/v1/payment_methods", headers=stripe, data=card)
+        pm.raise_for_status()
+        pm_id = pm.json()["id"]
+        confirmed = client.post(
+            f"{emulator_url}/v1/setup_intents/{intent['setupIntentId']}/confirm",
+            headers=stripe,
+            data={"payment_method": pm_id},
+        )
+        confirmed.raise_for_status()
+        attached = _graphql(client, graphql_url, token, ATTACH, {"pm": pm_id})
+        outcome = attached["attachPaymentMethod"]
+        assert outcome["__typename"] == "PaymentMethodAttached", outcome
+
+
+async def _topup(client: httpx.AsyncClient, url: str, token: str) -> None:
+    response = await client.post(
+        url,
+        json={"query": TOPUP, "variables": {"key": f"bench-{uuid.uuid4().hex}"}},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    response.raise_for_status()
+    result = response.json()["data"]["topup"]
+    if result["__typename"] != "TopupSuccess":
+        raise RuntimeError(f"top-up failed: {result}")
+
+
+async def wall_seconds(graphql_url: str, token: str, concurrent: int) -> float:
+    """Wall time for `concurrent` top-ups started together (each with its own key)."""
+    limits = httpx.Limits(max_connections=concurrent, max_keepalive_connections=concurrent)
+    async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
+        # Connections opened first, so the timing covers the top-ups rather than TCP set-up.
+        await asyncio.gather(*(client.get(graphql_url) for _ in range(concurrent)))
+        started = time.perf_counter()
+        await asyncio.gather(*(_topup(client, graphql_url, token) for _ in range(concurrent)))
+        return time.perf_counter() - started

@@ -1,0 +1,187 @@
+"""Query limits (SPEC §11): depth and aliases as one graphql-core validation rule, tokens as a
+parse option, both installed by one extension.
+
+The rule class is made once per schema, never per request: Strawberry's ValidationCache keys
+on the rule classes, so the per-request limiter extensions (QueryDepthLimiter and friends)
+silently miss the cache on every request. Fragments are measured as if expanded, so aliases
+hidden in a fragment count wherever it is spread, and a fragment cycle (reported by the
+spec's NoFragmentCyclesRule) only stops the walk, never recurses: every walk here uses an
+explicit stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    SKIP,
+    ASTValidationRule,
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    VisitorAction,
+)
+from strawberry.extensions import SchemaExtension
+
+INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """Per-document limits; the defaults are SPEC §11's."""
+
+    max_depth: int = 10
+    max_aliases: int = 30
+    # Lexical tokens, comments included: the parser stops at the limit, before any work.
+    max_tokens: int = 2000
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How deep a selection set nests fields, and how many aliases it holds, fragments expanded."""
+
+    depth: int
+    aliases: int
+
+
+@dataclass(frozen=True)
+class _Own:
+    """A selection set on its own. Each fragment spread is listed with the depth it sits at and
+    whether depth counts there (not under introspection); its aliases count everywhere."""
+
+    depth: int
+    aliases: int
+    spreads: tuple[tuple[str, int, bool], ...]
+
+
+def _own(selection_set: SelectionSetNode) -> _Own:
+    depth = aliases = 0
+    spreads: list[tuple[str, int, bool]] = []
+    # (selection set, depth of its parent field, whether depth counts there)
+    stack: list[tuple[SelectionSetNode, int, bool]] = [(selection_set, 0, True)]
+    while stack:
+        current, level, counted = stack.pop()
+        for selection in current.selections:
+            if isinstance(selection, FieldNode):
+                aliases += selection.alias is not None
+                # Introspection is bounded by MaxIntrospectionDepthRule instead: GraphiQL's own
+                # introspection query nests deeper than any data query needs to.
+                inside = counted and selection.name.value not in INTROSPECTION_ROOTS
+                if inside and not selection.name.value.startswith("__"):
+                    depth = max(depth, level + 1)
+                if selection.selection_set is not None:
+                    stack.append((selection.selection_set, level + 1, inside))
+            elif isinstance(selection, InlineFragmentNode):
+                stack.append((selection.selection_set, level, counted))
+            elif isinstance(selection, FragmentSpreadNode):
+                spreads.append((selection.name.value, level, counted))
+    return _Own(depth, aliases, tuple(spreads))
+
+
+class DocumentShapes:
+    """Shapes of a document's operations; each fragment is walked once, however often spread."""
+
+    def __init__(self, document: DocumentNode) -> None:
+        self._fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        self._own: dict[str, _Own] = {}
+        self._shapes: dict[str, Shape] = {}
+
+    def of(self, operation: OperationDefinitionNode) -> Shape:
+        own = _own(operation.selection_set)
+        for name, _, _ in own.spreads:
+            self._resolve(name)
+        return self._combine(own)
+
+    def _own_of(self, name: str) -> _Own:
+        if name not in self._own:
+            fragment = self._fragments.get(name)
+            # An unknown fragment is KnownFragmentNamesRule's to report; it adds nothing here.
+            self._own[name] = _own(fragment.selection_set) if fragment else _Own(0, 0, ())
+        return self._own[name]
+
+    def _resolve(self, root: str) -> None:
+        """Post-order over the spread graph; a spread back into the path (a cycle) adds nothing."""
+        on_path: set[str] = set()
+        stack: list[tuple[str, Iterator[tuple[str, int, bool]]]] = []
+        if root not in self._shapes:
+            on_path.add(root)
+            stack.append((root, iter(self._own_of(root).spreads)))
+        while stack:
+            name, pending = stack[-1]
+            child = next(pending, None)
+            if child is None:
+                stack.pop()
+                on_path.discard(name)
+                self._shapes[name] = self._combine(self._own_of(name))
+            elif child[0] not in self._shapes and child[0] not in on_path:
+                on_path.add(child[0])
+                stack.append((child[0], iter(self._own_of(child[0]).spreads)))
+
+    def _combine(self, own: _Own) -> Shape:
+        depth, aliases = own.depth, own.aliases
+        for name, level, counted in own.spreads:
+            shape = self._shapes.get(name, Shape(0, 0))  # absent: a cycle, cut
+            if counted:
+                depth = max(depth, level + shape.depth)
+            aliases += shape.aliases
+        return Shape(depth, aliases)
+
+
+def limit_error(
+    limit: str, measured: int, maximum: int, node: OperationDefinitionNode
+) -> GraphQLError:
+    return GraphQLError(
+        f"Query {limit} {measured} exceeds the maximum of {maximum}",
+        [node],
+        extensions={"code": "QUERY_TOO_COMPLEX", "limit": limit, "maximum": maximum},
+    )
+
+
+def limits_rule(limits: QueryLimits) -> type[ASTValidationRule]:
+    """The depth and alias rule for these limits: call once per schema, not per request."""
+
+    class QueryLimitsRule(ASTValidationRule):
+        def enter_document(self, node: DocumentNode, *_args: Any) -> VisitorAction:
+            shapes = DocumentShapes(node)
+            for definition in node.definitions:
+                if isinstance(definition, OperationDefinitionNode):
+                    self._check(definition, shapes.of(definition))
+            return SKIP
+
+        def _check(self, operation: OperationDefinitionNode, shape: Shape) -> None:
+            if shape.depth > limits.max_depth:
+                self.report_error(limit_error("depth", shape.depth, limits.max_depth, operation))
+            if shape.aliases > limits.max_aliases:
+                self.report_error(
+                    limit_error("aliases", shape.aliases, limits.max_aliases, operation)
+                )
+
+    return QueryLimitsRule
+
+
+class ApplyLimits(SchemaExtension):
+    """Adds the schema's prebuilt rules and the token limit to each operation.
+
+    Pass a factory (`partial(ApplyLimits, ...)`): Strawberry gives every request its own
+    extension instances; the rule classes inside are shared.
+    """
+
+    def __init__(self, *, rules: Sequence[type[ASTValidationRule]], max_tokens: int) -> None:
+        super().__init__()
+        self._rules = tuple(rules)
+        self._max_tokens = max_tokens
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context
+        context.parse_options["max_tokens"] = self._max_tokens
+        context.validation_rules = (*context.validation_rules, *self._rules)
+        yield

@@ -1,0 +1,325 @@
+"""The seed's REST operation API: `/v1/op/<operation>` over the same billing services.
+
+Reads are GET, everything else POST with a JSON body; fields are the seed's snake_case;
+problems are RFC 9457 `application/problem+json` with the status of SPEC §3.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlmodel import col
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import errors, models
+from .auth import Principal, Scope, authenticate, bearer_token
+from .billing import Billing
+from .billing.auto_topup import AutoTopupSettings, charged_today_aud_cents
+from .billing.topups import TopupRequest, default_card
+from .graphql.ids import from_cursor, to_cursor, to_global_id
+from .ledger import wallet_for
+
+MAX_BODY_BYTES = 64 * 1024
+PROBLEM = "application/problem+json"
+
+
+class HttpProblem(Exception):
+    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.extra = status, title, detail, extra
+
+
+def problem_response(status: int, title: str, detail: str, **extra: Any) -> Response:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def from_billing_problem(exc: errors.BillingProblem) -> Response:
+    extra: dict[str, Any] = {}
+    match exc:
+        case errors.InvalidInput():
+            extra["field"] = exc.field and _snake(exc.field)
+        case errors.CardDeclined():
+            extra["decline_code"] = exc.decline_code
+        case errors.InsufficientCredits():
+            extra |= {
+                "available_credits": exc.available_credits,
+                "requested_credits": exc.requested_credits,
+            }
+        case errors.AuthenticationRequired():
+            extra |= {
+                "requires_action": True,
+                "client_secret": exc.client_secret,
+                "payment_intent_id": exc.payment_intent_id,
+                "payment_method_id": exc.payment_method_id,
+                "topup_attempt_id": exc.topup_attempt_id
+                and to_global_id("TopupAttempt", exc.topup_attempt_id),
+            }
+    return problem_response(exc.status, exc.title, exc.detail, **extra)
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    scope: Scope
+    handler: Callable[[Billing, int, Request, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def balance(
+    billing: Billing, org_id: int, request: Request, _: dict[str, Any]
+) -> dict[str, Any]:
+    currency = request.query_params.get("currency")
+    async with billing.db.read() as session:
+        wallet = await wallet_for(session, org_id)
+        charged = await charged_today_aud_cents(session, org_id, billing.clock.now())
+    available = wallet.balance_credits - wallet.reserved_credits
+    money = billing.rates.credits_to_money(wallet.balance_credits, currency)
+    return {
+        "balance_credits": wallet.balance_credits,
+        "reserved_credits": wallet.reserved_credits,
+        "available_credits": available,
+        "balance": {
+            "amount": money.amount_text,
+            "currency": money.currency,
+            "formatted": money.formatted(request.query_params.get("locale")),
+            "is_estimate": money.is_estimate,
+        },
+        "auto_topup": {
+            "enabled": wallet.auto_topup_enabled,
+            "threshold_credits": wallet.auto_threshold_credits or 0,
+            "topup_amount_credits": wallet.auto_topup_amount_credits or 0,
+            "daily_charge_cap_aud": wallet.auto_daily_cap_aud or 0,
+            "charged_today_aud_cents": charged,
+            "disabled_reason": wallet.auto_disabled_reason,
+        },
+    }
+
+
+async def transactions(
+    billing: Billing, org_id: int, request: Request, _: dict[str, Any]
+) -> dict[str, Any]:
+    params = request.query_params
+    limit = _int_param(params.get("limit"), "limit", default=billing.settings.default_page_size)
+    if not 1 <= limit <= billing.settings.max_page_size:
+        raise errors.InvalidInput(
+            "limit", f"limit must be between 1 and {billing.settings.max_page_size}"
+        )
+    entry = models.LedgerEntry
+    query = select(entry).where(col(entry.organization_id) == org_id)
+    if params.get("cursor"):
+        after = from_cursor(params["cursor"])
+        if after is None:
+            raise errors.InvalidInput("cursor", "Not a cursor of this list")
+        query = query.where(col(entry.id) < after)
+    if params.get("kind"):
+        kinds = [k.strip().upper() for k in params["kind"].split(",")]
+        if not set(kinds) <= set(models.EntryKind):
+            raise errors.InvalidInput("kind", "Unknown transaction kind")
+        query = query.where(col(entry.kind).in_(kinds))
+    async with billing.db.read() as session:
+        rows = list(
+            (await session.execute(query.order_by(col(entry.id).desc()).limit(limit + 1))).scalars()
+        )
+    page = rows[:limit]
+    return {
+        "transactions": [_entry(row) for row in page],
+        "next_cursor": to_cursor(page[-1].id) if len(rows) > limit and page[-1].id else None,
+    }
+
+
+def _entry(row: models.LedgerEntry) -> dict[str, Any]:
+    assert row.id is not None
+    return {
+        "id": to_global_id("Transaction", row.id),
+        "kind": row.kind,
+        "amount_credits": row.amount_credits,
+        "balance_delta_credits": row.balance_delta_credits,
+        "available_delta_credits": row.available_delta_credits,
+        "balance_after_credits": row.balance_after_credits,
+        "available_after_credits": row.available_after_credits,
+        "description": row.description,
+        "reference": row.reference,
+        "created_at": row.created_at.isoformat(),
+    }
+
+
+async def create_setup_intent(
+    billing: Billing, org_id: int, _: Request, __: dict[str, Any]
+) -> dict[str, Any]:
+    intent = await billing.cards.create_setup_intent(org_id)
+    return {"client_secret": intent.client_secret, "setup_intent_id": intent.id}
+
+
+async def attach(billing: Billing, org_id: int, _: Request, body: dict[str, Any]) -> dict[str, Any]:
+    pm_id = _str_field(body, "payment_method_id")
+    set_as_default = body.get("set_as_default", False)
+    if not isinstance(set_as_default, bool):
+        raise errors.InvalidInput("set_as_default", "set_as_default must be true or false")
+    row = await billing.cards.attach(org_id, pm_id, set_as_default=set_as_default)
+    return {"payment_method": _card(row)}
+
+
+async def set_default(
+    billing: Billing, org_id: int, _: Request, body: dict[str, Any]
+) -> dict[str, Any]:
+    row = await billing.cards.set_default(org_id, _str_field(body, "payment_method_id"))
+    return {"payment_method": _card(row)}
+
+
+def _card(row: models.PaymentMethod) -> dict[str, Any]:
+    return {
+        "id": row.stripe_id,
+        "brand": row.brand,
+        "last4": row.last4,
+        "exp_month": row.exp_month,
+        "exp_year": row.exp_year,
+        "is_default": row.is_default,
+    }
+
+
+async def topup(
+    billing: Billing, org_id: int, request: Request, body: dict[str, Any]
+) -> dict[str, Any]:
+    key = body.get("idempotency_key", request.headers.get("idempotency-key"))
+    outcome = await billing.topups.topup(
+        org_id,
+        TopupRequest(
+            aud_cents=_int_field(body, "aud_cents"),
+            credits=_int_field(body, "credits"),
+            idempotency_key=key if isinstance(key, str) else None,
+        ),
+    )
+    return {
+        "topup_attempt_id": to_global_id("TopupAttempt", outcome.topup_attempt_id),
+        "payment_intent_id": outcome.payment_intent_id,
+        "status": "succeeded",
+        "credits_granted": outcome.credits_granted,
+        "bonus_credits": outcome.bonus_credits,
+        "new_balance": outcome.new_balance_credits,
+    }
+
+
+async def set_auto_topup(
+    billing: Billing, org_id: int, _: Request, body: dict[str, Any]
+) -> dict[str, Any]:
+    enabled = body.get("enabled")
+    if not isinstance(enabled, bool):
+        raise errors.InvalidInput("enabled", "enabled must be true or false")
+    wallet = await billing.auto_topups.configure(
+        org_id,
+        AutoTopupSettings(
+            enabled=enabled,
+            threshold_credits=_int_field(body, "threshold_credits"),
+            topup_amount_credits=_int_field(body, "topup_amount_credits"),
+            daily_charge_cap_aud=_int_field(body, "daily_charge_cap_aud"),
+        ),
+    )
+    async with billing.db.read() as session:
+        card = await default_card(session, org_id)
+    return {
+        "enabled": wallet.auto_topup_enabled,
+        "threshold_credits": wallet.auto_threshold_credits,
+        "topup_amount_credits": wallet.auto_topup_amount_credits,
+        "daily_charge_cap_aud": wallet.auto_daily_cap_aud,
+        "payment_method_id": card.stripe_id if card else None,
+    }
+
+
+OPERATIONS: dict[str, Operation] = {
+    "billing.credits.balance": Operation("GET", Scope.BILLING_READ, balance),
+    "billing.credits.transactions": Operation("GET", Scope.BILLING_READ, transactions),
+    "payment_methods.create_setup_intent": Operation(
+        "POST", Scope.BILLING_WRITE, create_setup_intent
+    ),
+    "payment_methods.attach": Operation("POST", Scope.BILLING_WRITE, attach),
+    "payment_methods.set_default": Operation("POST", Scope.BILLING_WRITE, set_default),
+    "billing.topup": Operation("POST", Scope.BILLING_WRITE, topup),
+    "billing.set_auto_topup": Operation("POST", Scope.BILLING_WRITE, set_auto_topup),
+}
+
+
+def _int_param(value: str | None, field: str, *, default: int) -> int:
+    if value is None:
+        return default
+    if not (value.isascii() and value.lstrip("-").isdigit()):
+        raise errors.InvalidInput(field, f"{field} must be an integer")
+    return int(value)
+
+
+def _int_field(body: dict[str, Any], field: str) -> int | None:
+    value = body.get(field)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise errors.InvalidInput(field, f"{field} must be an integer")
+    return value
+
+
+def _str_field(body: dict[str, Any], field: str) -> str:
+    value = body.get(field)
+    if not isinstance(value, str):
+        raise errors.InvalidInput(field, f"{field} is required")
+    return value
+
+
+class RestApi:
+    def __init__(self, billing: Billing) -> None:
+        self._billing = billing
+
+    async def handle(self, request: Request) -> Response:
+        operation = OPERATIONS.get(request.path_params["operation"])
+        if operation is None:
+            return problem_response(404, "Not found", "No such operation")
+        if request.method != operation.method:
+            return problem_response(
+                405, "Method not allowed", f"Use {operation.method}", allow=operation.method
+            )
+        principal = await authenticate(
+            self._billing.db, bearer_token(request.headers.get("authorization"))
+        )
+        if principal is None:
+            return problem_response(401, "Unauthenticated", "Missing, invalid or revoked token")
+        if not principal.has(operation.scope) or principal.organization_id is None:
+            return problem_response(
+                403, "Forbidden", f"This token lacks the {operation.scope} scope"
+            )
+        try:
+            body = await _json_body(request) if operation.method == "POST" else {}
+            result = await operation.handler(self._billing, _org(principal), request, body)
+        except HttpProblem as exc:
+            return problem_response(exc.status, exc.title, exc.detail, **exc.extra)
+        except errors.BillingProblem as exc:
+            return from_billing_problem(exc)
+        return JSONResponse(result)
+
+
+def _org(principal: Principal) -> int:
+    assert principal.organization_id is not None
+    return principal.organization_id
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise HttpProblem(413, "Payload too large", "The body is over 64 KiB")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HttpProblem(400, "Bad request", "The body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise HttpProblem(400, "Bad request", "The body must be a JSON object")
+    return body
+
+
+def rest_routes(billing: Billing) -> list[Route]:
+    return [Route("/v1/op/{operation}", RestApi(billing).handle, methods=["GET", "POST"])]

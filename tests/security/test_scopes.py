@@ -1,0 +1,210 @@
+"""Scopes over the whole schema (SPEC §10): every root field is walked from the exported
+schema, so a field added without a guard (or without an entry here) fails the suite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from graphql import (
+    GraphQLEnumType,
+    GraphQLField,
+    GraphQLInputObjectType,
+    GraphQLInputType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLScalarType,
+    get_named_type,
+    is_composite_type,
+    is_required_argument,
+    is_required_input_field,
+)
+
+from conftest import Factory
+from gql_billing.auth import Scope
+from gql_billing.graphql.ids import to_global_id
+from gql_billing.graphql.schema import build_schema
+
+READ, WRITE, SPEND, APPROVE = (
+    Scope.BILLING_READ,
+    Scope.BILLING_WRITE,
+    Scope.BILLING_SPEND,
+    Scope.BILLING_APPROVE,
+)
+
+# The scope each root field needs (SPEC §2); None: any valid token.
+REQUIRED: dict[str, Scope | None] = {
+    "Query.viewer": None,
+    "Query.node": None,  # null without billing:read, like a missing id (test_tenants.py)
+    "Query.wallet": READ,
+    "Query.transactions": READ,
+    "Query.paymentMethods": READ,
+    "Query.topups": READ,
+    "Query.price": READ,
+    "Query.reservations": READ,
+    "Query.approvals": READ,
+    "Query.invoices": READ,
+    "Mutation.createSetupIntent": WRITE,
+    "Mutation.attachPaymentMethod": WRITE,
+    "Mutation.setDefaultPaymentMethod": WRITE,
+    "Mutation.detachPaymentMethod": WRITE,
+    "Mutation.topup": WRITE,
+    "Mutation.resumeTopup": WRITE,
+    "Mutation.setAutoTopup": WRITE,
+    "Mutation.reserveCredits": SPEND,
+    "Mutation.captureReservation": SPEND,
+    "Mutation.releaseReservation": SPEND,
+    "Mutation.refundReservation": SPEND,
+    "Mutation.approveSpend": APPROVE,
+    "Mutation.rejectSpend": APPROVE,
+}
+
+# Scalars by name: the smallest value each accepts.
+SCALAR_VALUES: dict[str, Any] = {
+    "ID": to_global_id("Organization", 999_999),
+    "String": "pm_probe",
+    "Int": 1,
+    "Float": 1.0,
+    "Boolean": False,
+    "Credits": 100,
+    "DateTime": "2026-11-20T09:30:00+00:00",
+}
+
+
+@dataclass(frozen=True)
+class RootField:
+    operation: str  # "query" | "mutation" | "subscription"
+    type_name: str
+    name: str
+    field: GraphQLField
+
+    @property
+    def key(self) -> str:
+        return f"{self.type_name}.{self.name}"
+
+
+def root_fields() -> list[RootField]:
+    schema = build_schema()._schema
+    roots = [
+        ("query", schema.query_type),
+        ("mutation", schema.mutation_type),
+        ("subscription", schema.subscription_type),
+    ]
+    return [
+        RootField(operation, root.name, name, field)
+        for operation, root in roots
+        if root is not None
+        for name, field in root.fields.items()
+    ]
+
+
+ROOT_FIELDS = root_fields()
+
+
+def minimal_value(type_: GraphQLInputType) -> Any:
+    """The smallest value that passes validation: required input fields only."""
+    if isinstance(type_, GraphQLNonNull):
+        return minimal_value(type_.of_type)
+    if isinstance(type_, GraphQLList):
+        return []
+    if isinstance(type_, GraphQLEnumType):
+        return next(iter(type_.values))
+    if isinstance(type_, GraphQLInputObjectType):
+        return {
+            name: minimal_value(field.type)
+            for name, field in type_.fields.items()
+            if is_required_input_field(field)
+        }
+    assert isinstance(type_, GraphQLScalarType)
+    return SCALAR_VALUES[type_.name]
+
+
+def probe(root: RootField) -> tuple[str, dict[str, Any]]:
+    """A valid document selecting only this root field, and its variables."""
+    required = {n: a for n, a in root.field.args.items() if is_required_argument(a)}
+    definitions = ", ".join(f"${n}: {a.type}" for n, a in required.items())
+    arguments = ", ".join(f"{n}: ${n}" for n in required)
+    selection = " { __typename }" if is_composite_type(get_named_type(root.field.type)) else ""
+    head = f"{root.operation} Probe({definitions})" if required else root.operation
+    call = f"{root.name}({arguments})" if required else root.name
+    variables = {n: minimal_value(a.type) for n, a in required.items()}
+    return f"{head} {{ {call}{selection} }}", variables
+
+
+@dataclass
+class Tokens:
+    """One token per scope, each holding that scope alone."""
+
+    by_scope: dict[Scope, str]
+
+    def holding(self, scope: Scope) -> str:
+        return self.by_scope[scope]
+
+    def lacking(self, scope: Scope) -> list[str]:
+        return [token for held, token in self.by_scope.items() if held != scope]
+
+
+@pytest.fixture
+async def tokens(make: Factory) -> Tokens:
+    org = await make.org(credits=10_000)
+    by_scope = {scope: await make.token(org.pk, scope.value) for scope in (READ, WRITE, APPROVE)}
+    by_scope[SPEND] = await make.token(None, SPEND.value)
+    return Tokens(by_scope)
+
+
+def forbidden_paths(body: dict[str, Any]) -> list[list[Any]]:
+    return [
+        e.get("path", [])
+        for e in body.get("errors", [])
+        if e.get("extensions", {}).get("code") == "FORBIDDEN"
+    ]
+
+
+@pytest.mark.parametrize("root", ROOT_FIELDS, ids=lambda r: r.key)
+async def test_a_token_without_the_scope_is_forbidden_and_one_with_it_is_not(
+    make: Factory, tokens: Tokens, root: RootField
+) -> None:
+    assert root.key in REQUIRED, f"{root.key} has no required scope recorded in REQUIRED"
+    scope = REQUIRED[root.key]
+    document, variables = probe(root)
+    holders = list(tokens.by_scope.values()) if scope is None else [tokens.holding(scope)]
+    lacking = [] if scope is None else tokens.lacking(scope)
+
+    for token in holders:
+        response = await make.client(token).post(document, variables)
+        assert response.status_code == 200, response.text
+        assert "errors" not in response.json(), (token[:13], response.json())
+    for token in lacking:
+        response = await make.client(token).post(document, variables)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert forbidden_paths(body) == [[root.name]], (token[:13], body)
+        assert len(body["errors"]) == 1, body
+
+
+def test_every_recorded_scope_names_a_root_field_of_the_schema() -> None:
+    assert set(REQUIRED) == {root.key for root in ROOT_FIELDS}
+
+
+MIXED = """
+query Mixed($id: ID!) {
+  viewer { scopes }
+  node(id: $id) { id }
+  wallet { balanceCredits }
+}
+"""
+
+
+async def test_a_forbidden_field_beside_permitted_ones_blanks_only_itself(
+    make: Factory, tokens: Tokens
+) -> None:
+    writer = make.client(tokens.holding(WRITE))
+
+    response = await writer.post(MIXED, {"id": to_global_id("Wallet", 1)})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["data"] == {"viewer": {"scopes": ["BILLING_WRITE"]}, "node": None, "wallet": None}
+    [error] = body["errors"]
+    assert (error["path"], error["extensions"]["code"]) == (["wallet"], "FORBIDDEN")
