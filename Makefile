@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-sqlite test-postgres lint typecheck format serve schema clean
+.PHONY: demo test test-sqlite test-postgres lint typecheck format serve schema clean bench
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found (set PYTHON=...)"; exit 1; }
@@ -46,6 +46,13 @@ format: $(STAMP)
 
 schema: $(STAMP)
 	$(BIN)/gql-billing export-schema schema.graphql
+
+# Benchmarks (bench/README.md): about 5 minutes; never part of `make test`. Installs wrk
+# with apt-get when it is missing (needs root; otherwise install it yourself).
+bench: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk || \
+		{ apt-get update && apt-get install -y wrk; }
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -151,7 +151,7 @@ def run(
             require_wrk(),
             f"-t{threads}",
             f"-c{connections}",
-            f"-d{seconds}s",
+            f"-d{seconds:g}s",
             "--timeout",
             "10s",
             "-s",

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from .billing import Billing
 from .clock import Clock, SystemClock
-from .db import Database
+from .db import Database, postgres_dsn
 from .graphql.view import build_view
 from .health import health_routes
+from .live import relay_postgres_notifications
 from .logs import RequestContext, configure_logging, configure_structlog
 from .metrics import Metrics, metrics_endpoint
 from .rest import rest_routes
@@ -52,8 +55,20 @@ def create_app(
     billing = Billing.build(settings, db, gateway, clock or SystemClock(), metrics=metrics)
     graphql = build_view(billing)
 
+    relay: asyncio.Task[None] | None = None
+    if db.sqlite:
+        db.on_wallets_changed.append(billing.wallet_events.publish)
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        nonlocal relay
+        if not db.sqlite:
+            # PostgreSQL tells every process about every movement (NOTIFY at commit).
+            relay = asyncio.create_task(
+                relay_postgres_notifications(
+                    postgres_dsn(settings.database_url), billing.wallet_events
+                )
+            )
         try:
             if settings.run_worker:
                 async with running(Worker(billing)):
@@ -64,11 +79,16 @@ def create_app(
             if owns_gateway and gateway is not None:
                 await gateway.close()
             await graphql.close()
+            if relay is not None:
+                relay.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relay
             await db.dispose()
 
     app = Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
             Route("/webhooks/stripe", StripeWebhooks(billing).handle, methods=["POST"]),
             *rest_routes(billing),
             *health_routes(db, gateway),

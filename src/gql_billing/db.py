@@ -15,11 +15,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 WALLETS_CHANGED = "wallets_changed"
+
+
+def postgres_dsn(url: str) -> str:
+    """The plain libpq DSN of an SQLAlchemy PostgreSQL URL (for a raw asyncpg connection)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def is_sqlite(url: str) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -239,3 +240,26 @@ async def _wait_for_auto_topup(api: GraphQLClient) -> list[dict[str, Any]]:
             return [e["node"] for e in (await call(api, TOPUPS))["topups"]["edges"]]
         await asyncio.sleep(0.1)
     raise AssertionError("no auto top-up finished")
+
+
+async def test_live_balance_crosses_processes(cluster: Cluster) -> None:
+    from websockets.asyncio.client import connect
+
+    _, token = await cluster.org(credits=1_000)
+    org_pk = (await auth.authenticate(cluster.db, token)).organization_id  # type: ignore[union-attr]
+    assert org_pk is not None
+    url = cluster.urls[0].replace("http://", "ws://", 1)
+    async with connect(url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+        await ws.send(json.dumps(init))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        query = "subscription { walletUpdated { balanceCredits } }"
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await ws.recv())["type"] == "pong"
+
+        # This test process is not the server the websocket talks to.
+        await grant_credits(cluster.db, organization_id=org_pk, amount_credits=234, reason="x")
+        pushed = json.loads(await asyncio.wait_for(ws.recv(), timeout=10))
+
+    assert pushed["payload"]["data"]["walletUpdated"]["balanceCredits"] == 1_234

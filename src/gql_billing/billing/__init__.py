@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from ..clock import Clock
 from ..db import Database
+from ..live import WalletEvents
 from ..metrics import Metrics
 from ..money import DisplayRates
 from ..settings import Settings
@@ -30,6 +31,7 @@ class Billing:
     topups: TopupService
     spend: SpendService
     auto_topups: AutoTopupService
+    wallet_events: WalletEvents
     metrics: Metrics
 
     @classmethod
@@ -57,4 +59,5 @@ class Billing:
             spend=SpendService(db, gateway, clock, lease=lease),
             auto_topups=AutoTopupService(db, gateway, clock, topups, lease=lease),
             metrics=metrics,
+            wallet_events=WalletEvents(),
         )

@@ -22,6 +22,8 @@ class Context:
     principal: Principal
     billing: Billing
     loaders: Loaders = field(init=False)
+    # graphql-transport-ws: the client's connection_init payload (where its token is).
+    connection_params: dict[str, object] | None = None
 
     def __post_init__(self) -> None:
         self.loaders = Loaders(self.billing.db)

@@ -17,6 +17,7 @@ from strawberry.types import ExecutionContext
 from ..settings import Settings
 from .instrumentation import observability
 from .limits import ApplyLimits, QueryLimits, limits_rule
+from .live_api import Subscription
 from .mutations import Mutation
 from .problems import (
     AuthenticationRequired,
@@ -124,6 +125,7 @@ def build_schema(
     return BillingSchema(
         query=merge_types("Query", (Query, SpendQuery)),
         mutation=merge_types("Mutation", (Mutation, SpendMutation)),
+        subscription=Subscription,
         types=[
             Reservation,
             Approval,

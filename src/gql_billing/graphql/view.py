@@ -12,7 +12,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UNSET, UnsetType
 
 from ..auth import Principal, TokenUsage, authenticate, bearer_token
 from ..billing import Billing
@@ -163,6 +165,20 @@ class BillingGraphQL(GraphQL[Context, None]):
             await self.token_usage.record(principal.token_id)
         except Exception:
             log.warning("could not record the use of token id %s", principal.token_id)
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Authenticate a websocket at connection_init: the token from its payload
+        ({"Authorization": "Bearer ..."}), else from the handshake's Authorization header."""
+        params = context.connection_params or {}
+        header = params.get("Authorization", params.get("authorization"))
+        if not isinstance(header, str):
+            header = context.request.headers.get("authorization")
+        principal = await authenticate(self.billing.db, bearer_token(header))
+        if principal is None:
+            raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
+        context.principal = principal
+        unset: UnsetType = UNSET
+        return unset
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
