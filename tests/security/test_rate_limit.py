@@ -4,6 +4,8 @@ worker. Windows follow the app's clock, so time moves by `clock.advance`, never 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +15,8 @@ from datetime import timedelta
 import httpx
 import pytest
 import redis
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from conftest import Factory, Org
 from gql_billing.clock import FakeClock
@@ -109,6 +113,20 @@ async def test_each_token_has_its_own_count(limited_app: Factory) -> None:
 
     assert (await org.api.post(VIEWER)).status_code == 429
     assert (await second.post(VIEWER)).status_code == 200
+
+
+async def test_a_websocket_connection_counts_against_the_same_budget(limited_app: Factory) -> None:
+    org = await limited_app.org()
+    await spend_the_window(org.api)
+    url = limited_app.app.graphql_url.replace("http://", "ws://", 1)
+
+    async with connect(url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {org.token}"}}
+        await ws.send(json.dumps(init))
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), timeout=10)
+
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
 
 
 async def test_redis_shares_the_count_between_workers(

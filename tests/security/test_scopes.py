@@ -1,8 +1,12 @@
 """Scopes over the whole schema (SPEC §10): every root field is walked from the exported
-schema, so a field added without a guard (or without an entry here) fails the suite."""
+schema, so a field added without a guard (or without an entry here) fails the suite.
+Queries and mutations go over HTTP, subscriptions over graphql-transport-ws."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +24,11 @@ from graphql import (
     is_required_argument,
     is_required_input_field,
 )
+from websockets.asyncio.client import ClientConnection, connect
 
 from conftest import Factory
 from gql_billing.auth import Scope
+from gql_billing.billing.organizations import grant_credits
 from gql_billing.graphql.ids import to_global_id
 from gql_billing.graphql.schema import build_schema
 
@@ -58,6 +64,20 @@ REQUIRED: dict[str, Scope | None] = {
     "Mutation.refundReservation": SPEND,
     "Mutation.approveSpend": APPROVE,
     "Mutation.rejectSpend": APPROVE,
+    "Subscription.walletUpdated": READ,
+}
+
+
+async def move_the_wallet(make: Factory, organization_id: int) -> None:
+    await grant_credits(
+        make.app.billing.db, organization_id=organization_id, amount_credits=1, reason="probe"
+    )
+
+
+# What makes each subscription push its first event, so a permitted one can be told apart
+# from one that just never answers.
+TRIGGERS: dict[str, Callable[[Factory, int], Awaitable[None]]] = {
+    "Subscription.walletUpdated": move_the_wallet,
 }
 
 # Scalars by name: the smallest value each accepts.
@@ -134,8 +154,9 @@ def probe(root: RootField) -> tuple[str, dict[str, Any]]:
 
 @dataclass
 class Tokens:
-    """One token per scope, each holding that scope alone."""
+    """One token per scope, each holding that scope alone; the organization ones share one."""
 
+    organization_id: int
     by_scope: dict[Scope, str]
 
     def holding(self, scope: Scope) -> str:
@@ -150,7 +171,7 @@ async def tokens(make: Factory) -> Tokens:
     org = await make.org(credits=10_000)
     by_scope = {scope: await make.token(org.pk, scope.value) for scope in (READ, WRITE, APPROVE)}
     by_scope[SPEND] = await make.token(None, SPEND.value)
-    return Tokens(by_scope)
+    return Tokens(org.pk, by_scope)
 
 
 def forbidden_paths(body: dict[str, Any]) -> list[list[Any]]:
@@ -161,24 +182,68 @@ def forbidden_paths(body: dict[str, Any]) -> list[list[Any]]:
     ]
 
 
+async def receive(ws: ClientConnection) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout=10))
+    return message
+
+
+async def first_event(
+    make: Factory,
+    token: str,
+    document: str,
+    variables: dict[str, Any],
+    trigger: Callable[[], Awaitable[None]],
+) -> dict[str, Any]:
+    """The subscription's first answer as a response body: an immediate refusal, or the event
+    the trigger causes."""
+    url = make.app.graphql_url.replace("http://", "ws://", 1)
+    async with connect(url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+        await ws.send(json.dumps(init))
+        assert (await receive(ws))["type"] == "connection_ack"
+        payload = {"query": document, "variables": variables}
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+        # A ping's pong comes after anything the server answered the subscribe with.
+        await ws.send(json.dumps({"type": "ping"}))
+        message = await receive(ws)
+        if message["type"] == "pong":
+            await trigger()
+            message = await receive(ws)
+    if message["type"] == "error":
+        return {"errors": message["payload"]}
+    assert message["type"] == "next", message
+    body: dict[str, Any] = message["payload"]
+    return body
+
+
+async def answer(make: Factory, tokens: Tokens, root: RootField, token: str) -> dict[str, Any]:
+    document, variables = probe(root)
+    if root.operation != "subscription":
+        response = await make.client(token).post(document, variables)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+    assert root.key in TRIGGERS, f"{root.key} has no trigger recorded in TRIGGERS"
+    trigger = TRIGGERS[root.key]
+    return await first_event(
+        make, token, document, variables, lambda: trigger(make, tokens.organization_id)
+    )
+
+
 @pytest.mark.parametrize("root", ROOT_FIELDS, ids=lambda r: r.key)
 async def test_a_token_without_the_scope_is_forbidden_and_one_with_it_is_not(
     make: Factory, tokens: Tokens, root: RootField
 ) -> None:
     assert root.key in REQUIRED, f"{root.key} has no required scope recorded in REQUIRED"
     scope = REQUIRED[root.key]
-    document, variables = probe(root)
     holders = list(tokens.by_scope.values()) if scope is None else [tokens.holding(scope)]
     lacking = [] if scope is None else tokens.lacking(scope)
 
     for token in holders:
-        response = await make.client(token).post(document, variables)
-        assert response.status_code == 200, response.text
-        assert "errors" not in response.json(), (token[:13], response.json())
+        body = await answer(make, tokens, root, token)
+        assert "errors" not in body, (token[:13], body)
     for token in lacking:
-        response = await make.client(token).post(document, variables)
-        assert response.status_code == 200, response.text
-        body = response.json()
+        body = await answer(make, tokens, root, token)
         assert forbidden_paths(body) == [[root.name]], (token[:13], body)
         assert len(body["errors"]) == 1, body
 

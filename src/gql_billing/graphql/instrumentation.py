@@ -14,7 +14,13 @@ from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from graphql import GraphQLError, GraphQLNonNull, GraphQLResolveInfo, GraphQLUnionType
+from graphql import (
+    GraphQLError,
+    GraphQLNonNull,
+    GraphQLResolveInfo,
+    GraphQLUnionType,
+    OperationType,
+)
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 from strawberry.types.base import get_object_definition
@@ -80,6 +86,13 @@ class Instrumentation(SchemaExtension):
         if info.path.prev is not None:
             value: object = _next(root, info, *args, **kwargs)
             return value
+        if info.operation.operation is OperationType.SUBSCRIPTION:
+            # Each event resolves the root field again, for as long as the client listens:
+            # count the subscription once, and keep this request's state from growing.
+            if not self._outcomes:
+                self._outcomes.append((info.field_name, "subscribed"))
+            event: object = _next(root, info, *args, **kwargs)
+            return event
         try:
             result: object = _next(root, info, *args, **kwargs)
         except Exception as exc:

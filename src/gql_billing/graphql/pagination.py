@@ -26,6 +26,8 @@ class PageArgs:
 @dataclass(frozen=True)
 class Page(Generic[RowT]):
     rows: list[RowT]
+    # One per row, in order: the edges' cursors.
+    cursors: list[str]
     page_info: PageInfo
 
 
@@ -58,7 +60,10 @@ async def paginate(
     *,
     default_size: int,
     max_size: int,
+    entities: bool = True,
 ) -> Page[Any]:
+    """One page of `query`'s rows: ORM objects, or (`entities=False`, a select of columns)
+    plain rows, which skip the ORM's per-object bookkeeping on hot reads."""
     first = _size(args.first, "first", max_size)
     last = _size(args.last, "last", max_size)
     after = _cursor(args.after, "after")
@@ -71,17 +76,13 @@ async def paginate(
         query = query.where(id_column > before)
     if last is not None:
         # The page just newer than `before` (or the oldest page): read upwards, then flip.
-        rows = list(
-            (await session.execute(query.order_by(id_column.asc()).limit(last + 1))).scalars()
-        )
+        rows = await _fetch(session, query.order_by(id_column.asc()).limit(last + 1), entities)
         has_more = len(rows) > last
         rows = rows[:last][::-1]
         has_next, has_previous = before is not None, has_more
     else:
         size = default_size if first is None else first
-        rows = list(
-            (await session.execute(query.order_by(id_column.desc()).limit(size + 1))).scalars()
-        )
+        rows = await _fetch(session, query.order_by(id_column.desc()).limit(size + 1), entities)
         has_more = len(rows) > size
         rows = rows[:size]
         has_next, has_previous = has_more, after is not None
@@ -92,4 +93,9 @@ async def paginate(
         start_cursor=cursors[0] if cursors else None,
         end_cursor=cursors[-1] if cursors else None,
     )
-    return Page(rows=rows, page_info=info)
+    return Page(rows=rows, cursors=cursors, page_info=info)
+
+
+async def _fetch(session: AsyncSession, query: Select[Any], entities: bool) -> list[Any]:
+    result = await session.execute(query)
+    return list(result.scalars() if entities else result)

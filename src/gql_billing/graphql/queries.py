@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC
+from functools import partial
 from typing import Any
 
 import strawberry
@@ -13,12 +14,13 @@ from .. import models
 from ..auth import Scope as AuthScope
 from ..ledger import wallet_for
 from .context import Info
-from .ids import from_global_id, to_cursor
+from .ids import from_global_id
 from .pagination import Page, PageArgs, paginate
 from .permissions import needs
 from .scalars import Credits
 from .spend_types import Approval, Invoice, Reservation
 from .types import (
+    TRANSACTION_COLUMNS,
     Money,
     Node,
     Organization,
@@ -54,9 +56,8 @@ class Query:
 
     @strawberry.field(permission_classes=READ, description="billing:read. The credit wallet.")
     async def wallet(self, info: Info) -> Wallet | None:
-        async with info.context.billing.db.read() as session:
-            row = await wallet_for(session, info.context.organization_id)
-        return Wallet.from_row(row)
+        read = partial(wallet_for, organization_id=info.context.organization_id)
+        return Wallet.from_row(await info.context.loaders.read(read))
 
     @strawberry.field(
         permission_classes=READ, description="billing:read. The ledger, newest first."
@@ -71,7 +72,9 @@ class Query:
         filter: TransactionFilter | None = None,
     ) -> TransactionConnection | None:
         entry = models.LedgerEntry
-        query = select(entry).where(col(entry.organization_id) == info.context.organization_id)
+        query = select(*TRANSACTION_COLUMNS).where(
+            col(entry.organization_id) == info.context.organization_id
+        )
         if filter is not None:
             if filter.kinds:
                 query = query.where(col(entry.kind).in_([str(k) for k in filter.kinds]))
@@ -81,9 +84,11 @@ class Query:
                 query = query.where(col(entry.created_at) < filter.created_before.astimezone(UTC))
             if filter.reference is not None:
                 query = query.where(col(entry.reference) == filter.reference)
-        page = await page_of(info, query, col(entry.id), PageArgs(first, after, last, before))
+        args = PageArgs(first, after, last, before)
+        page = await page_of(info, query, col(entry.id), args, entities=False)
         edges = [
-            TransactionEdge(cursor=to_cursor(r.id), node=Transaction.from_row(r)) for r in page.rows
+            TransactionEdge(cursor=cursor, node=Transaction.from_row(row))
+            for row, cursor in zip(page.rows, page.cursors, strict=True)
         ]
         return TransactionConnection(edges=edges, page_info=page.page_info)
 
@@ -114,8 +119,8 @@ class Query:
         query = select(attempt).where(col(attempt.organization_id) == info.context.organization_id)
         page = await page_of(info, query, col(attempt.id), PageArgs(first, after, last, before))
         edges = [
-            TopupAttemptEdge(cursor=to_cursor(r.id), node=TopupAttempt.from_row(r))
-            for r in page.rows
+            TopupAttemptEdge(cursor=cursor, node=TopupAttempt.from_row(row))
+            for row, cursor in zip(page.rows, page.cursors, strict=True)
         ]
         return TopupAttemptConnection(edges=edges, page_info=page.page_info)
 
@@ -173,14 +178,18 @@ async def resolve_node(info: Info, global_id: str) -> Node | None:
     return node
 
 
-async def page_of(info: Info, query: Select[Any], id_column: Any, args: PageArgs) -> Page[Any]:
+async def page_of(
+    info: Info, query: Select[Any], id_column: Any, args: PageArgs, *, entities: bool = True
+) -> Page[Any]:
+    """A keyset page, read in the session this request's sibling fields share."""
     settings = info.context.billing.settings
-    async with info.context.billing.db.read() as session:
-        return await paginate(
-            session,
-            query,
-            id_column,
-            args,
-            default_size=settings.default_page_size,
-            max_size=settings.max_page_size,
-        )
+    read = partial(
+        paginate,
+        query=query,
+        id_column=id_column,
+        args=args,
+        default_size=settings.default_page_size,
+        max_size=settings.max_page_size,
+        entities=entities,
+    )
+    return await info.context.loaders.read(read)

@@ -176,6 +176,12 @@ class BillingGraphQL(GraphQL[Context, None]):
         principal = await authenticate(self.billing.db, bearer_token(header))
         if principal is None:
             raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
+        # A connection counts as one request of the token's budget.
+        decision = await self.rate_limiter.hit(f"token:{principal.token_id}")
+        if not decision.allowed:
+            raise ConnectionRejectionError(
+                {"code": "RATE_LIMITED", "retryAfter": decision.retry_after_seconds}
+            )
         context.principal = principal
         unset: UnsetType = UNSET
         return unset
@@ -185,8 +191,8 @@ class BillingGraphQL(GraphQL[Context, None]):
     ) -> Context:
         principal: Principal | None = request.scope.get("state", {}).get("principal")
         if principal is None:
-            # Only the playground page and websockets get here unauthenticated; a websocket
-            # caller holds no scope, so every guarded field answers FORBIDDEN.
+            # The playground page, and a websocket until connection_init authenticates it
+            # (on_ws_connect): no scope, so every guarded field answers FORBIDDEN.
             principal = Principal(token_id=0, organization_id=None, scopes=frozenset())
         return Context(
             request=request, response=response, principal=principal, billing=self.billing
