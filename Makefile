@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-sqlite test-postgres lint typecheck format serve schema clean bench
+.PHONY: demo test test-sqlite test-postgres lint typecheck format serve schema clean bench \
+	graphiql-assets
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found (set PYTHON=...)"; exit 1; }
@@ -17,13 +18,16 @@ demo: $(STAMP)
 	$(BIN)/gql-billing demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples
-	$(BIN)/ruff format --check src tests examples
+	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff format --check src tests examples bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck test-sqlite test-postgres
+# Both backends at once (their own Stripe emulators and databases): the machine has idle
+# cores while one suite waits on HTTP and the database. Each suite's output comes whole.
+test: lint typecheck
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
 
 test-sqlite: $(STAMP)
 	$(BIN)/pytest -q
@@ -41,18 +45,23 @@ test-postgres: $(STAMP)
 	fi
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
 
 schema: $(STAMP)
 	$(BIN)/gql-billing export-schema schema.graphql
+
+# GraphiQL's files, vendored so the playground works offline: fetched from the npm registry
+# (npm pack) in the versions Strawberry's page names, and checked against its integrity hashes.
+graphiql-assets: $(STAMP)
+	$(BIN)/python -m gql_billing.graphql.playground
 
 # Benchmarks (bench/README.md): about 5 minutes; never part of `make test`. Installs wrk
 # with apt-get when it is missing (needs root; otherwise install it yourself).
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk || \
 		{ apt-get update && apt-get install -y wrk; }
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/clients/node_modules

@@ -9,20 +9,28 @@ from typing import Any
 GOALS = {
     "read_path": ">= 0.8",
     "read_path_bare": "",
+    "read_path_cpu": "",
     "available": "",
     "available_bare": "",
+    "available_cpu": "",
     "scale": "<= 1.2",
     "write_path": "",
     "concurrent_topups": "< 3",
+    "concurrent_topups_emulator_floor": "",
 }
 MEANING = {
     "read_path": "GraphQL req/s ÷ plain route req/s, same middleware (wallet + 20 transactions)",
     "read_path_bare": "the same against a bare Starlette route (no request-id/log middleware)",
+    "read_path_cpu": "plain route's server CPU per request ÷ GraphQL's: the cost ratio, "
+    "steadier than req/s when other work shares the machine",
     "available": "`{ wallet { availableCredits } }`: GraphQL ÷ plain route (same middleware)",
     "available_bare": "the same against the bare route",
+    "available_cpu": "the same as a CPU-per-request ratio",
     "scale": "GraphQL p50 with 1,000,000 ledger entries ÷ p50 with 1,000",
     "write_path": "GraphQL reserve+capture pairs/s ÷ the same writes over bare aiosqlite",
     "concurrent_topups": "wall time of 32 concurrent top-ups ÷ one (100 ms Stripe latency)",
+    "concurrent_topups_emulator_floor": "the same for 32 bare PaymentIntents sent straight to the "
+    "proxy: what the emulator allows before any gateway code runs",
 }
 READ_LABELS = {
     "graphql_transactions_1k": "GraphQL, wallet + 20 transactions (1k entries)",
@@ -40,26 +48,23 @@ def ratios_line(results: dict[str, Any]) -> str:
     return "ratios: " + ", ".join(f"{k}={v}" for k, v in results["ratios"].items())
 
 
-def write(
-    results: dict[str, Any], before: dict[str, Any] | None, *, json_path: Path, md_path: Path
-) -> None:
-    if before is not None:
-        results["before"] = {
-            "note": "the same bench on the code before the read-path changes",
-            "measured_at": before["machine"]["measured_at"],
-            "ratios": before["ratios"],
-            "read": before["read"],
-            "peak_rss_mb": before.get("peak_rss_mb"),
-        }
+def write(results: dict[str, Any], *, json_path: Path, md_path: Path) -> None:
     json_path.write_text(json.dumps(results, indent=2) + "\n")
-    md_path.write_text(markdown(results, before))
+    md_path.write_text(markdown(results))
+
+
+def _label(name: str) -> str:
+    if name.startswith("before_"):
+        return READ_LABELS.get(name.removeprefix("before_"), name) + " — **before**"
+    return READ_LABELS.get(name, name)
 
 
 def _fmt_runs(values: list[float]) -> str:
     return ", ".join(f"{v:g}" for v in values)
 
 
-def markdown(results: dict[str, Any], before: dict[str, Any] | None) -> str:
+def markdown(results: dict[str, Any]) -> str:
+    before = results.get("ratios_before")
     m = results["machine"]
     s = results["settings"]
     caches = ", ".join(f"{k} {'on' if v else 'OFF'}" for k, v in results["schema_caches"].items())
@@ -92,38 +97,33 @@ def markdown(results: dict[str, Any], before: dict[str, Any] | None) -> str:
     for key, value in results["ratios"].items():
         cells = [f"`{key}`"]
         if before is not None:
-            cells.append(str(before["ratios"].get(key, "—")))
+            cells.append(str(before.get(key, "—")))
         cells += [f"**{value}**", GOALS.get(key, ""), MEANING.get(key, "")]
         out.append("| " + " | ".join(cells) + " |")
     out += [
         "",
         "## Read path",
         "",
-        "| variant | req/s | p50 ms | p99 ms | req/s per run |",
-        "|---|---|---|---|---|",
+        "| variant | req/s | p50 ms | p99 ms | server CPU ms/req | req/s per run |",
+        "|---|---|---|---|---|---|",
     ]
     for name, figures in results["read"].items():
         out.append(
-            f"| {READ_LABELS.get(name, name)} | {figures['rps']['median']:g} | "
+            f"| {_label(name)} | {figures['rps']['median']:g} | "
             f"{figures['p50_ms']['median']:g} | {figures['p99_ms']['median']:g} | "
+            f"{figures['server_cpu_ms_per_request']['median']:g} | "
             f"{_fmt_runs(figures['rps']['runs'])} |"
         )
     if before is not None:
         out += [
             "",
-            f"Before the read-path changes ({before['machine']['measured_at']}):",
-            "",
-            "| variant | req/s | p50 ms | p99 ms |",
-            "|---|---|---|---|",
+            f"**before**: the same app served from `{results['before_source']}` (the code "
+            "before the read-path changes), measured in the same rounds.",
         ]
-        for name, figures in before["read"].items():
-            out.append(
-                f"| {READ_LABELS.get(name, name)} | {figures['rps']['median']:g} | "
-                f"{figures['p50_ms']['median']:g} | {figures['p99_ms']['median']:g} |"
-            )
     w = results["write"]
     t = results["topups"]
     many_key = next(k for k in t if k.startswith("concurrent_"))
+    floor_key = next(k for k in t if k.startswith("emulator_concurrent_"))
     out += [
         "",
         "## Write path (reserveCredits + captureReservation, SQLite)",
@@ -142,6 +142,10 @@ def markdown(results: dict[str, Any], before: dict[str, Any] | None) -> str:
         f"| one top-up | {t['one_s']['median']:g} | {_fmt_runs(t['one_s']['runs'])} |",
         f"| {s['concurrent_topups']} concurrent top-ups | {t[many_key]['median']:g} | "
         f"{_fmt_runs(t[many_key]['runs'])} |",
+        f"| one bare PaymentIntent (emulator floor) | {t['emulator_one_s']['median']:g} | "
+        f"{_fmt_runs(t['emulator_one_s']['runs'])} |",
+        f"| {s['concurrent_topups']} concurrent bare PaymentIntents | "
+        f"{t[floor_key]['median']:g} | {_fmt_runs(t[floor_key]['runs'])} |",
         "",
         "## Memory and start-up",
         "",

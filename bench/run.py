@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import statistics
@@ -27,16 +26,11 @@ import httpx
 
 from gql_billing.stripe_emulator import LocalStripe
 
-from . import direct, report, seed, servers, topups, wrk
+from . import direct, reads, report, seed, servers, topups, wrk
 from .machine import machine_info, schema_caches
+from .reads import AVAILABLE, TRANSACTIONS
 
 HERE = Path(__file__).resolve().parent
-
-TRANSACTIONS = (
-    "{ wallet { balanceCredits } transactions(first: 20) { edges { node { "
-    "id kind amountCredits balanceAfterCredits createdAt } } } }"
-)
-AVAILABLE = "{ wallet { availableCredits } }"
 
 
 class Bench:
@@ -59,12 +53,18 @@ class Bench:
             # The per-token limit would refuse a load test within a second.
             "GQL_BILLING_RATE_LIMIT_REQUESTS": str(10**9),
             "GQL_BILLING_LOG_LEVEL": "INFO",
+            # Its polling is not request work: it would only blur the per-request CPU figures.
+            "GQL_BILLING_RUN_WORKER": "false",
         }
         if stripe_base is not None:
             env |= {"STRIPE_SECRET_KEY": topups.STRIPE_KEY, "STRIPE_API_BASE": stripe_base}
         return env
 
-    def start_graphql(self, token: str, stripe_base: str) -> servers.Server:
+    def start_graphql(
+        self, token: str, stripe_base: str, *, source: Path | None = None
+    ) -> servers.Server:
+        """`gql-billing serve`; with `source`, the app of another source tree (its `src`)."""
+
         def probe(client: httpx.Client, base_url: str) -> bool:
             answer = client.post(
                 f"{base_url}/graphql",
@@ -73,10 +73,15 @@ class Bench:
             )
             return answer.status_code == 200 and "errors" not in answer.json()
 
+        env = self.env(stripe_base)
+        command = [servers.venv_script("gql-billing"), "serve"]
+        if source is not None:
+            env["PYTHONPATH"] = str(source)
+            command = [sys.executable, "-m", "gql_billing.cli", "serve"]
         server = servers.start(
-            "graphql",
-            lambda port: [servers.venv_script("gql-billing"), "serve", "--port", str(port)],
-            env=self.env(stripe_base),
+            "graphql" if source is None else "graphql-before",
+            lambda port: [*command, "--port", str(port)],
+            env=env,
             workdir=self.workdir,
             probe=probe,
         )
@@ -146,7 +151,8 @@ class Bench:
         ready = proxy.stdout.readline().split()
         if not ready or ready[0] != "READY":
             raise RuntimeError("the latency proxy did not start")
-        return f"http://127.0.0.1:{ready[1]}"
+        self.stripe_base = f"http://127.0.0.1:{ready[1]}"
+        return self.stripe_base
 
     # -- phases ------------------------------------------------------------------------------
 
@@ -177,18 +183,24 @@ class Bench:
 
         stripe_base = self.start_stripe()
         results["startup"] = self.startup(data, stripe_base)
-        graphql, plain, bare = self.started
-        self.check_same_json(graphql, plain, data)
-        results["read"], read_ratios = self.read(graphql, plain, bare, data)
+        up = {server.name: server for server in self.started}
+        graphql = up["graphql"]
+        for server in (graphql, up.get("graphql-before")):
+            if server is not None:
+                self.check_same_json(server, up["plain-app"], data)
+        results["read"], read_ratios, before_ratios = self.read(up, data)
         results["peak_rss_mb"] = {s.name: round(s.peak_rss_mb(), 1) for s in self.started}
         results["write"], write_ratio = self.write(graphql, data)
         results["topups"], topup_ratio = self.topups(graphql, data)
         results["ratios"] = {**read_ratios, "write_path": write_ratio, **topup_ratio}
+        if before_ratios is not None:
+            results["ratios_before"] = before_ratios
+            results["before_source"] = str(args.before_src)
         return results
 
     def startup(self, data: seed.Seeded, stripe_base: str) -> dict[str, Any]:
         """Spawn to first answered query, each server `rounds` times; the last ones stay up."""
-        runs: dict[str, list[float]] = {"graphql": [], "plain-app": [], "plain-bare": []}
+        runs: dict[str, list[float]] = {}
         for round_ in range(self.args.rounds):
             self.log(f"start-up round {round_ + 1}")
             up = [
@@ -196,8 +208,11 @@ class Bench:
                 self.start_plain(data.small.token, "app"),
                 self.start_plain(data.small.token, "bare"),
             ]
+            if self.args.before_src is not None:
+                token = data.small.token
+                up.append(self.start_graphql(token, stripe_base, source=self.args.before_src))
             for server in up:
-                runs[server.name].append(server.startup_seconds)
+                runs.setdefault(server.name, []).append(server.startup_seconds)
             if round_ < self.args.rounds - 1:
                 for server in up:
                     server.stop()
@@ -220,86 +235,38 @@ class Bench:
                         raise RuntimeError(f"GraphQL and plain differ for {path}: {ours} {theirs}")
 
     def read(
-        self,
-        graphql: servers.Server,
-        plain: servers.Server,
-        bare: servers.Server,
-        data: seed.Seeded,
-    ) -> tuple[dict[str, Any], dict[str, float]]:
-        def gql(server: servers.Server, token: str, document: str) -> tuple[str, str]:
-            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-            body = json.dumps({"query": document})
-            url = f"{server.base_url}/graphql"
-            return url, wrk.request_script(method="POST", headers=headers, body=body)
-
-        def rest(server: servers.Server, token: str, path: str) -> tuple[str, str]:
-            headers = {"Authorization": f"Bearer {token}"}
-            url = f"{server.base_url}/plain/{path}"
-            return url, wrk.request_script(method="GET", headers=headers, body=None)
-
-        small, large = data.small.token, data.large.token
-        scenarios = {
-            "graphql_transactions_1k": gql(graphql, small, TRANSACTIONS),
-            "plain_app_transactions_1k": rest(plain, small, "transactions"),
-            "plain_bare_transactions_1k": rest(bare, small, "transactions"),
-            "graphql_available": gql(graphql, small, AVAILABLE),
-            "plain_app_available": rest(plain, small, "available"),
-            "plain_bare_available": rest(bare, small, "available"),
-            "graphql_transactions_1m": gql(graphql, large, TRANSACTIONS),
-            "plain_app_transactions_1m": rest(plain, large, "transactions"),
-        }
+        self, up: dict[str, servers.Server], data: seed.Seeded
+    ) -> tuple[dict[str, Any], dict[str, float], dict[str, float] | None]:
+        graphql_servers = {"": up["graphql"]}
+        if "graphql-before" in up:
+            graphql_servers["before_"] = up["graphql-before"]
+        scenarios = reads.scenarios(
+            graphql_servers=graphql_servers,
+            plain_app=up["plain-app"],
+            plain_bare=up["plain-bare"],
+            small_token=data.small.token,
+            large_token=data.large.token,
+        )
+        connections = self.args.connections
         self.log("warming up")
-        for url, script in scenarios.values():
-            self.load(url, script, seconds=1)
-        rounds: list[dict[str, wrk.Load]] = []
+        for scenario in scenarios.values():
+            reads.measure(scenario, seconds=1, connections=connections)
+        rounds: list[reads.Round] = []
         names = list(scenarios)
         for round_ in range(self.args.rounds):
             self.log(f"read round {round_ + 1} of {self.args.rounds}")
             # Rotated each round, so no variant always runs first (or right after another).
             shift = round_ * 3 % len(names)
-            loads: dict[str, wrk.Load] = {}
-            for name in names[shift:] + names[:shift]:
-                url, script = scenarios[name]
-                loads[name] = self.load(url, script, seconds=self.args.seconds)
-            rounds.append(loads)
-        figures = {
-            name: {
-                "rps": summary([r[name].rps for r in rounds], 1),
-                "p50_ms": summary([r[name].p50_ms for r in rounds], 3),
-                "p99_ms": summary([r[name].p99_ms for r in rounds], 3),
-            }
-            for name in names
-        }
-
-        def ratio(get: Callable[[dict[str, wrk.Load]], float]) -> float:
-            return round(statistics.median(get(r) for r in rounds), 3)
-
-        ratios = {
-            "read_path": ratio(
-                lambda r: r["graphql_transactions_1k"].rps / r["plain_app_transactions_1k"].rps
-            ),
-            "read_path_bare": ratio(
-                lambda r: r["graphql_transactions_1k"].rps / r["plain_bare_transactions_1k"].rps
-            ),
-            "available": ratio(
-                lambda r: r["graphql_available"].rps / r["plain_app_available"].rps
-            ),
-            "available_bare": ratio(
-                lambda r: r["graphql_available"].rps / r["plain_bare_available"].rps
-            ),
-            "scale": ratio(
-                lambda r: r["graphql_transactions_1m"].p50_ms / r["graphql_transactions_1k"].p50_ms
-            ),
-        }
-        return figures, ratios
-
-    def load(self, url: str, script: str, *, seconds: float) -> wrk.Load:
-        result = wrk.run(
-            url, script, seconds=seconds, threads=1, connections=self.args.connections
-        )
-        if result.bad:
-            raise RuntimeError(f"{result.bad} bad answers from {url}")
-        return result
+            rounds.append(
+                {
+                    name: reads.measure(
+                        scenarios[name], seconds=self.args.seconds, connections=connections
+                    )
+                    for name in names[shift:] + names[:shift]
+                }
+            )
+        before = reads.ratios(rounds, "before_") if "before_" in graphql_servers else None
+        return reads.figures(rounds), reads.ratios(rounds), before
 
     def write(self, graphql: servers.Server, data: seed.Seeded) -> tuple[dict[str, Any], float]:
         script = wrk.pairs_script(token=data.service_token)
@@ -339,16 +306,35 @@ class Bench:
         self, graphql: servers.Server, data: seed.Seeded
     ) -> tuple[dict[str, Any], dict[str, float]]:
         url = f"{graphql.base_url}/graphql"
-        topups.save_card(url, data.topups.token, self.emulator_url)
-        one: list[float] = []
-        many: list[float] = []
+        token = data.topups.token
+        pm_id = topups.save_card(url, token, self.emulator_url)
+        customer_id = seed.stripe_customer(self.database_url, data.topups.pk)
+        n = self.args.topups
+        runs: dict[str, list[float]] = {"one": [], "many": [], "floor_one": [], "floor_many": []}
         for round_ in range(self.args.rounds):
             self.log(f"top-up round {round_ + 1} of {self.args.rounds}")
-            one.append(asyncio.run(topups.wall_seconds(url, data.topups.token, 1)))
-            many.append(asyncio.run(topups.wall_seconds(url, data.topups.token, self.args.topups)))
-        ratios = [m / o for m, o in zip(many, one, strict=True)]
-        figures = {"one_s": summary(one, 3), f"concurrent_{self.args.topups}_s": summary(many, 3)}
-        return figures, {"concurrent_topups": round(statistics.median(ratios), 2)}
+            runs["one"].append(asyncio.run(topups.wall_seconds(url, token, 1)))
+            runs["many"].append(asyncio.run(topups.wall_seconds(url, token, n)))
+            for key, count in (("floor_one", 1), ("floor_many", n)):
+                runs[key].append(
+                    asyncio.run(topups.floor_seconds(self.stripe_base, customer_id, pm_id, count))
+                )
+
+        def ratio(many: str, one: str) -> float:
+            pairs = zip(runs[many], runs[one], strict=True)
+            return round(statistics.median(m / o for m, o in pairs), 2)
+
+        figures = {
+            "one_s": summary(runs["one"], 3),
+            f"concurrent_{n}_s": summary(runs["many"], 3),
+            "emulator_one_s": summary(runs["floor_one"], 3),
+            f"emulator_concurrent_{n}_s": summary(runs["floor_many"], 3),
+        }
+        ratios = {
+            "concurrent_topups": ratio("many", "one"),
+            "concurrent_topups_emulator_floor": ratio("floor_many", "floor_one"),
+        }
+        return figures, ratios
 
 
 def summary(values: list[float], digits: int) -> dict[str, Any]:
@@ -371,10 +357,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=HERE / "results.json")
     parser.add_argument("--md", type=Path, default=HERE / "results.md")
     parser.add_argument(
-        "--before",
+        "--before-src",
         type=Path,
-        default=HERE / "before.json",
-        help="results of an earlier code state, shown next to these (if the file exists)",
+        default=None,
+        help="also serve the app from this source tree (its src/ directory) and measure its "
+        "read path in the same rounds: before/after figures from one run",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     return parser.parse_args(argv)
@@ -395,8 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     results["bench_seconds"] = round(time.perf_counter() - started, 1)
-    before = json.loads(args.before.read_text()) if args.before.exists() else None
-    report.write(results, before, json_path=args.json, md_path=args.md)
+    report.write(results, json_path=args.json, md_path=args.md)
     print(report.ratios_line(results), flush=True)
     return 0
 

@@ -129,3 +129,15 @@ def seed(database_url: str, *, small_entries: int, large_entries: int) -> Seeded
     bulk_ledger(path, seeded.small.pk, small_entries)
     bulk_ledger(path, seeded.large.pk, large_entries)
     return seeded
+
+
+def stripe_customer(database_url: str, organization_id: int) -> str:
+    conn = sqlite3.connect(sqlite_path(database_url))
+    try:
+        row = conn.execute(
+            "SELECT stripe_customer_id FROM organizations WHERE id = ?", (organization_id,)
+        ).fetchone()
+    finally:
+        conn.close()
+    assert row is not None and row[0], "the organization has no Stripe customer yet"
+    return str(row[0])

@@ -45,8 +45,9 @@ def _graphql(
     return data
 
 
-def save_card(graphql_url: str, token: str, emulator_url: str) -> None:
-    """As a browser would: SetupIntent, Stripe.js creates and confirms the card, attach."""
+def save_card(graphql_url: str, token: str, emulator_url: str) -> str:
+    """As a browser would: SetupIntent, Stripe.js creates and confirms the card, attach.
+    Returns the card's pm_ id."""
     with httpx.Client(timeout=30.0) as client:
         created = _graphql(client, graphql_url, token, CREATE_SETUP_INTENT, None)
         intent = created["createSetupIntent"]
@@ -71,6 +72,7 @@ def save_card(graphql_url: str, token: str, emulator_url: str) -> None:
         attached = _graphql(client, graphql_url, token, ATTACH, {"pm": pm_id})
         outcome = attached["attachPaymentMethod"]
         assert outcome["__typename"] == "PaymentMethodAttached", outcome
+        return str(pm_id)
 
 
 async def _topup(client: httpx.AsyncClient, url: str, token: str) -> None:
@@ -93,4 +95,36 @@ async def wall_seconds(graphql_url: str, token: str, concurrent: int) -> float:
         await asyncio.gather(*(client.get(graphql_url) for _ in range(concurrent)))
         started = time.perf_counter()
         await asyncio.gather(*(_topup(client, graphql_url, token) for _ in range(concurrent)))
+        return time.perf_counter() - started
+
+
+async def _charge(client: httpx.AsyncClient, customer_id: str, pm_id: str) -> None:
+    """The one Stripe call a top-up makes (what StripeGateway.charge_off_session sends)."""
+    response = await client.post(
+        "/v1/payment_intents",
+        headers={"Idempotency-Key": f"bench-floor-{uuid.uuid4().hex}"},
+        data={
+            "amount": "10000",
+            "currency": "aud",
+            "customer": customer_id,
+            "payment_method": pm_id,
+            "payment_method_types[]": "card",
+            "off_session": "true",
+            "confirm": "true",
+        },
+    )
+    response.raise_for_status()
+
+
+async def floor_seconds(stripe_url: str, customer_id: str, pm_id: str, concurrent: int) -> float:
+    """Wall time for `concurrent` bare PaymentIntents through the same proxy: what the
+    emulator itself allows, with no gateway in the way."""
+    limits = httpx.Limits(max_connections=concurrent, max_keepalive_connections=concurrent)
+    headers = {"Authorization": f"Bearer {STRIPE_KEY}"}
+    async with httpx.AsyncClient(
+        base_url=stripe_url, headers=headers, timeout=60.0, limits=limits
+    ) as client:
+        await asyncio.gather(*(client.get("/v1/balance") for _ in range(concurrent)))
+        started = time.perf_counter()
+        await asyncio.gather(*(_charge(client, customer_id, pm_id) for _ in range(concurrent)))
         return time.perf_counter() - started

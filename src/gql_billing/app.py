@@ -9,11 +9,13 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 
 from .billing import Billing
 from .clock import Clock, SystemClock
 from .db import Database, postgres_dsn
+from .graphql import playground
 from .graphql.view import build_view
 from .health import health_routes
 from .live import relay_postgres_notifications
@@ -85,10 +87,17 @@ def create_app(
                     await relay
             await db.dispose()
 
+    # GraphiQL's scripts and styles, so the playground works offline (development only).
+    playground_files: list[BaseRoute] = (
+        []
+        if settings.production
+        else [Mount(playground.MOUNT, StaticFiles(directory=playground.ASSETS_DIR))]
+    )
     app = Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            *playground_files,
             Route("/webhooks/stripe", StripeWebhooks(billing).handle, methods=["POST"]),
             *rest_routes(billing),
             *health_routes(db, gateway),

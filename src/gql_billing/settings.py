@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     # Browser origins allowed to call the API, comma-separated: "https://app.example.com,...".
     cors_allow_origins: str = ""
 
+    # Automatic persisted queries (Apollo's APQ): documents kept per process by their SHA-256,
+    # least recently used out first; 0 turns the protocol off.
+    apq_cache_size: int = 1000
+
     # Per-token rate limit: requests per fixed window. In memory (per process) unless a Redis
     # URL is set, which shares the count between workers and hosts.
     rate_limit_requests: int = 600

@@ -78,6 +78,12 @@ async def test_no_graphiql(prod: Factory, http: httpx.AsyncClient, with_token: b
     assert "graphiql" not in response.text.lower()
 
 
+async def test_no_graphiql_files(prod: Factory, http: httpx.AsyncClient) -> None:
+    response = await http.get(f"{prod.app.base_url}/graphiql/graphiql@3.8.3/graphiql.min.js")
+
+    assert response.status_code == 404
+
+
 # -- introspection ------------------------------------------------------------------------------
 
 

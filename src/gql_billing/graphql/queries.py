@@ -7,12 +7,13 @@ from functools import partial
 from typing import Any
 
 import strawberry
-from sqlalchemy import Select, select
+from sqlalchemy import Row, Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from .. import models
 from ..auth import Scope as AuthScope
-from ..ledger import wallet_for
+from ..errors import NotFound
 from .context import Info
 from .ids import from_global_id
 from .pagination import Page, PageArgs, paginate
@@ -21,6 +22,7 @@ from .scalars import Credits
 from .spend_types import Approval, Invoice, Reservation
 from .types import (
     TRANSACTION_COLUMNS,
+    WALLET_COLUMNS,
     Money,
     Node,
     Organization,
@@ -56,7 +58,7 @@ class Query:
 
     @strawberry.field(permission_classes=READ, description="billing:read. The credit wallet.")
     async def wallet(self, info: Info) -> Wallet | None:
-        read = partial(wallet_for, organization_id=info.context.organization_id)
+        read = partial(wallet_row, organization_id=info.context.organization_id)
         return Wallet.from_row(await info.context.loaders.read(read))
 
     @strawberry.field(
@@ -176,6 +178,15 @@ async def resolve_node(info: Info, global_id: str) -> Node | None:
         return None
     node: Node = NODE_TYPES[type_name].from_row(row)
     return node
+
+
+async def wallet_row(session: AsyncSession, organization_id: int) -> Row[Any]:
+    """The organization's wallet as a plain row (one of WALLET_COLUMNS each)."""
+    query = select(*WALLET_COLUMNS).where(col(models.Wallet.organization_id) == organization_id)
+    row = (await session.execute(query)).one_or_none()
+    if row is None:
+        raise NotFound("No wallet for this organization")
+    return row
 
 
 async def page_of(

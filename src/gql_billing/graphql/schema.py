@@ -99,11 +99,12 @@ class BillingSchema(strawberry.Schema):
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         """Log faults only: a client's bad query or missing scope is not the server's error."""
-        faults = [e for e in errors if _is_fault(e)]
+        faults = [e for e in errors if is_fault(e)]
         super().process_errors(faults, execution_context)
 
 
-def _is_fault(error: GraphQLError) -> bool:
+def is_fault(error: GraphQLError) -> bool:
+    """The server's fault (logged, masked), not the client's."""
     original = error.original_error
     return original is not None and not isinstance(original, GraphQLError) and _should_mask(error)
 

@@ -179,9 +179,28 @@ class TopupAttempt(Node):
         )
 
 
+# What a Wallet reads: the hot `wallet` query selects these columns, not an ORM object.
+WALLET_COLUMNS = tuple(
+    col(getattr(models.Wallet, name))
+    for name in (
+        "id",
+        "organization_id",
+        "balance_credits",
+        "reserved_credits",
+        "auto_topup_enabled",
+        "auto_threshold_credits",
+        "auto_topup_amount_credits",
+        "auto_daily_cap_aud",
+        "auto_disabled_reason",
+        "updated_at",
+    )
+)
+WalletRow = models.Wallet | Row[Any]
+
+
 @strawberry.type
 class AutoTopupSettings:
-    row: strawberry.Private[models.Wallet]
+    row: strawberry.Private[WalletRow]
 
     @strawberry.field
     def enabled(self) -> bool:
@@ -227,10 +246,11 @@ class AutoTopupSettings:
 
 @strawberry.type
 class Wallet(Node):
-    row: strawberry.Private[models.Wallet]
+    row: strawberry.Private[WalletRow]
 
     @classmethod
-    def from_row(cls, row: models.Wallet) -> Wallet:
+    def from_row(cls, row: WalletRow) -> Wallet:
+        """From an ORM wallet or a row of WALLET_COLUMNS."""
         assert row.id is not None
         return cls(id=strawberry.ID(to_global_id("Wallet", row.id)), row=row)
 
@@ -338,7 +358,9 @@ class Transaction(Node):
         assert row.id is not None
         return cls(
             id=strawberry.ID(to_global_id("Transaction", row.id)),
-            kind=models.EntryKind(row.kind),
+            # The stored value, which the enum type maps to its name with one dict look-up
+            # (an EntryKind member would be matched against each member in turn).
+            kind=row.kind,
             amount_credits=row.amount_credits,
             balance_delta_credits=row.balance_delta_credits,
             available_delta_credits=row.available_delta_credits,

@@ -1,67 +1,153 @@
 """The HTTP view: every GraphQL request is size-checked, authenticated and rate-limited
-before Strawberry sees it."""
+before Strawberry sees it.
+
+Responses follow GraphQL over HTTP: a client that asks for `application/graphql-response+json`
+gets it, with 4xx for requests that fail before execution (parse and validation errors, bad
+variables) and no `data` entry in those; a client that asks for `application/json`, or for
+nothing in particular, gets `application/json` with 200 for every GraphQL result. Transport
+refusals (bad JSON, a missing query, a mutation over GET...) are GraphQL-shaped JSON either way.
+Automatic persisted queries (persisted.py) are resolved here too, before execution.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
+from http import HTTPStatus
 from typing import Any
 
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.base import BaseRequestProtocol
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types import ExecutionResult, SubscriptionExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from ..auth import Principal, TokenUsage, authenticate, bearer_token
 from ..billing import Billing
 from ..ratelimit import RateLimiter, build_rate_limiter
 from .context import Context
-from .schema import SchemaPolicy, build_schema
+from .persisted import PersistedQueries, PersistedQueryMiss, PersistedQueryRefused
+from .playground import graphiql_html
+from .schema import MASKED_MESSAGE, SchemaPolicy, build_schema, is_fault
 
 log = logging.getLogger(__name__)
 
+JSON = "application/json"
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+
+
+def response_media_type(accept: str | None) -> str:
+    """application/graphql-response+json when the Accept header ranks it at least as high as
+    application/json; application/json otherwise, a missing or unrelated Accept included
+    (GraphQL over HTTP: legacy clients keep their 200s)."""
+    ranks: dict[str, float] = {}
+    for part in (accept or "").split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        media = media.lower()
+        ranks[media] = max(quality, ranks.get(media, 0.0))
+    preferred = ranks.get(GRAPHQL_RESPONSE_JSON, 0.0)
+    json = max(ranks.get(JSON, 0.0), ranks.get("application/*", 0.0), ranks.get("*/*", 0.0))
+    return GRAPHQL_RESPONSE_JSON if preferred > 0 and preferred >= json else JSON
+
 
 def error_response(
-    status_code: int, message: str, code: str, headers: dict[str, str] | None = None, **extra: Any
+    status_code: int,
+    message: str,
+    code: str,
+    headers: dict[str, str] | None = None,
+    *,
+    media_type: str = JSON,
+    **extra: Any,
 ) -> JSONResponse:
-    """A GraphQL-shaped body, so clients handle transport refusals like any other error."""
+    """A GraphQL-shaped body, so clients handle transport refusals like any other error.
+    `data` is null for application/json clients and absent for graphql-response+json ones
+    (nothing ran)."""
     error = {"message": message, "extensions": {"code": code, **extra}}
-    return JSONResponse({"data": None, "errors": [error]}, status_code, headers=headers)
+    body: dict[str, Any] = {"errors": [error]}
+    if media_type == JSON:
+        body = {"data": None, **body}
+    return JSONResponse(body, status_code, headers=headers, media_type=media_type)
 
 
-def unauthenticated() -> JSONResponse:
+def unauthenticated(media_type: str = JSON) -> JSONResponse:
     return error_response(
         401,
         "Missing, invalid or revoked bearer token",
         "UNAUTHENTICATED",
         {"WWW-Authenticate": 'Bearer realm="gql-billing"'},
+        media_type=media_type,
     )
 
 
-def too_large(limit: int) -> JSONResponse:
-    return error_response(413, f"Request body exceeds {limit} bytes", "PAYLOAD_TOO_LARGE")
+def too_large(limit: int, media_type: str = JSON) -> JSONResponse:
+    return error_response(
+        413, f"Request body exceeds {limit} bytes", "PAYLOAD_TOO_LARGE", media_type=media_type
+    )
 
 
-def rate_limited(retry_after: int) -> JSONResponse:
+def rate_limited(retry_after: int, media_type: str = JSON) -> JSONResponse:
     return error_response(
         429,
         f"Rate limit exceeded; retry after {retry_after} s",
         "RATE_LIMITED",
         {"Retry-After": str(retry_after)},
+        media_type=media_type,
         retryAfter=retry_after,
     )
 
 
-def wants_playground(request: Request) -> bool:
-    """A browser opening /graphql (GraphiQL), not a query over GET."""
+def refused(error: HTTPException, method: str, media_type: str) -> JSONResponse:
+    """Strawberry's transport refusals (bad JSON, no query, ...) as GraphQL-shaped JSON. A
+    mutation over GET is 405, as GraphQL over HTTP asks."""
+    status, headers = error.status_code, None
+    cause = error.__cause__
+    if (
+        method == "GET"
+        and isinstance(cause, InvalidOperationTypeError)
+        and cause.operation_type == OperationType.MUTATION
+    ):
+        status, headers = HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": "POST"}
+    return error_response(
+        status, error.reason, HTTPStatus(status).name, headers, media_type=media_type
+    )
+
+
+def request_error_status(result: ExecutionResult) -> int | None:
+    """400 for a result that failed before execution (parse, validation, variables: no data
+    and no error with a path), 500 if that was the server's fault; None once execution ran."""
+    errors = result.errors or []
+    if result.data is not None or not errors or any(e.path for e in errors):
+        return None
+    faulty = any(is_fault(e) or e.message == MASKED_MESSAGE for e in errors)
+    return HTTPStatus.INTERNAL_SERVER_ERROR if faulty else HTTPStatus.BAD_REQUEST
+
+
+def wants_playground(method: str, params: Mapping[str, Any], headers: Mapping[str, str]) -> bool:
+    """A browser opening /graphql (GraphiQL), not a query (or a persisted one) over GET."""
     return (
-        request.method == "GET"
-        and "query" not in request.query_params
-        and "text/html" in request.headers.get("accept", "")
+        method == "GET"
+        and "query" not in params
+        and "extensions" not in params
+        and "text/html" in headers.get("accept", "")
     )
 
 
@@ -110,6 +196,7 @@ class BillingGraphQL(GraphQL[Context, None]):
         rate_limiter: RateLimiter,
         token_usage: TokenUsage,
         max_body_bytes: int,
+        persisted_queries: PersistedQueries,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -117,17 +204,19 @@ class BillingGraphQL(GraphQL[Context, None]):
         self.rate_limiter = rate_limiter
         self.token_usage = token_usage
         self.max_body_bytes = max_body_bytes
+        self.persisted_queries = persisted_queries
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive)
-        if self.graphql_ide and wants_playground(request):
+        if self.graphql_ide and self.should_render_graphql_ide(request):
             await super().__call__(scope, receive, send)
             return
+        media_type = response_media_type(request.headers.get("accept"))
         try:
-            outcome = await self._admit(request, receive)
+            outcome = await self._admit(request, receive, media_type)
         except ClientDisconnect:
             return
         if isinstance(outcome, Response):
@@ -135,26 +224,120 @@ class BillingGraphQL(GraphQL[Context, None]):
             return
         principal, body = outcome
         scope.setdefault("state", {})["principal"] = principal
-        await super().__call__(scope, replay(body, receive), send)
+        response = await self._respond(Request(scope, replay(body, receive)), media_type)
+        await response(scope, receive, send)
         await self._record_use(principal)
 
     async def _admit(
-        self, request: Request, receive: Receive
+        self, request: Request, receive: Receive, media_type: str
     ) -> tuple[Principal, bytes] | Response:
         """The caller and the body, or the refusal: 413, 401 or 429, in that order of cost."""
         if declared_too_large(request, self.max_body_bytes):
-            return too_large(self.max_body_bytes)
+            return too_large(self.max_body_bytes, media_type)
         token = bearer_token(request.headers.get("authorization"))
         principal = await authenticate(self.billing.db, token)
         if principal is None:
-            return unauthenticated()
+            return unauthenticated(media_type)
         decision = await self.rate_limiter.hit(f"token:{principal.token_id}")
         if not decision.allowed:
-            return rate_limited(decision.retry_after_seconds)
+            return rate_limited(decision.retry_after_seconds, media_type)
         body = await read_body(receive, self.max_body_bytes)
         if body is None:
-            return too_large(self.max_body_bytes)
+            return too_large(self.max_body_bytes, media_type)
         return principal, body
+
+    async def _respond(self, request: Request, media_type: str) -> Response:
+        try:
+            response = await self.run(request)
+        except HTTPException as error:
+            return refused(error, request.method, media_type)
+        except PersistedQueryRefused as error:
+            return error_response(400, error.message, "BAD_REQUEST", media_type=media_type)
+        if media_type == GRAPHQL_RESPONSE_JSON and response.media_type == JSON:
+            response.headers["content-type"] = GRAPHQL_RESPONSE_JSON
+        return response
+
+    # -- Strawberry's hooks ---------------------------------------------------------------------
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol | Request) -> bool:
+        return wants_playground(request.method, request.query_params, request.headers)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return HTMLResponse(graphiql_html())
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        parsed = await super().parse_http_body(request)
+        for data in parsed if isinstance(parsed, list) else [parsed]:
+            if not isinstance(data.operation_name, str | None):
+                raise HTTPException(
+                    400,
+                    "The GraphQL operation's `operationName` must be a string or null, "
+                    "if provided.",
+                )
+        return parsed
+
+    async def execute_operation(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: Context,
+        root_value: None,
+        sub_response: Response,
+    ) -> ExecutionResult | list[ExecutionResult] | SubscriptionExecutionResult:
+        result = await super().execute_operation(
+            request, request_adapter, request_data, context, root_value, sub_response
+        )
+        # One operation that failed before execution: 4xx for graphql-response+json clients.
+        # (A batch keeps its 200: its operations may have failed differently.)
+        if isinstance(result, ExecutionResult) and self._graphql_response_json(request):
+            status = request_error_status(result)
+            if status is not None:
+                sub_response.status_code = status
+        return result
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        resolved = self.persisted_queries.resolve(request_data.query, request_data.extensions)
+        if resolved.miss is not None:
+            return resolved.miss
+        result = await super().execute_single(
+            request,
+            request_adapter,
+            sub_response,
+            context,
+            root_value,
+            dataclasses.replace(request_data, query=resolved.query),
+        )
+        # Stored once it parsed and validated: the store never holds a document that fails.
+        if resolved.sha256 and resolved.query and request_error_status(result) is None:
+            self.persisted_queries.store(resolved.sha256, resolved.query)
+        return result
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        if isinstance(result, PersistedQueryMiss):
+            # Apollo's message exactly: {"errors": [...]}, nothing ran.
+            return {"errors": [error.formatted for error in result.errors or []]}
+        response = await super().process_result(request, result)
+        if self._graphql_response_json(request) and request_error_status(result) is not None:
+            # GraphQL over HTTP: no data entry when execution never started.
+            response.pop("data", None)
+        return response
+
+    @staticmethod
+    def _graphql_response_json(request: Request) -> bool:
+        return response_media_type(request.headers.get("accept")) == GRAPHQL_RESPONSE_JSON
 
     async def close(self) -> None:
         await self.rate_limiter.close()
@@ -211,6 +394,7 @@ def build_view(billing: Billing) -> BillingGraphQL:
             interval=timedelta(seconds=settings.token_usage_interval_seconds),
         ),
         max_body_bytes=settings.max_body_bytes,
+        persisted_queries=PersistedQueries(settings.apq_cache_size),
         schema=build_schema(policy=SchemaPolicy.from_settings(settings)),
         graphql_ide=None if settings.production else "graphiql",
         # Form and multipart posts are "simple" cross-site requests: JSON only (CSRF).

@@ -1,0 +1,131 @@
+"""The read path: GraphQL against the plain routes, interleaved rounds of wrk runs."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import servers, wrk
+
+TRANSACTIONS = (
+    "{ wallet { balanceCredits } transactions(first: 20) { edges { node { "
+    "id kind amountCredits balanceAfterCredits createdAt } } } }"
+)
+AVAILABLE = "{ wallet { availableCredits } }"
+# The GraphQL server under test, and (optionally) the same app from an earlier source tree.
+GRAPHQL_PREFIXES = ("", "before_")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    server: servers.Server
+    url: str
+    script: str
+
+
+@dataclass(frozen=True)
+class Measured:
+    load: wrk.Load
+    cpu_ms: float  # the server's CPU time per request, every thread of the process
+
+
+Round = Mapping[str, Measured]
+
+
+def graphql(server: servers.Server, token: str, document: str) -> Scenario:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    body = json.dumps({"query": document})
+    script = wrk.request_script(method="POST", headers=headers, body=body)
+    return Scenario(server, f"{server.base_url}/graphql", script)
+
+
+def plain(server: servers.Server, token: str, path: str) -> Scenario:
+    headers = {"Authorization": f"Bearer {token}"}
+    script = wrk.request_script(method="GET", headers=headers, body=None)
+    return Scenario(server, f"{server.base_url}/plain/{path}", script)
+
+
+def scenarios(
+    *,
+    graphql_servers: Mapping[str, servers.Server],
+    plain_app: servers.Server,
+    plain_bare: servers.Server,
+    small_token: str,
+    large_token: str,
+) -> dict[str, Scenario]:
+    """Every variant by name; `graphql_servers` maps a name prefix to a GraphQL server."""
+    found: dict[str, Scenario] = {}
+    for prefix, server in graphql_servers.items():
+        found |= {
+            f"{prefix}graphql_transactions_1k": graphql(server, small_token, TRANSACTIONS),
+            f"{prefix}graphql_available": graphql(server, small_token, AVAILABLE),
+            f"{prefix}graphql_transactions_1m": graphql(server, large_token, TRANSACTIONS),
+        }
+    return found | {
+        "plain_app_transactions_1k": plain(plain_app, small_token, "transactions"),
+        "plain_bare_transactions_1k": plain(plain_bare, small_token, "transactions"),
+        "plain_app_available": plain(plain_app, small_token, "available"),
+        "plain_bare_available": plain(plain_bare, small_token, "available"),
+        "plain_app_transactions_1m": plain(plain_app, large_token, "transactions"),
+    }
+
+
+def measure(scenario: Scenario, *, seconds: float, connections: int) -> Measured:
+    """One wrk run, and the server's CPU time (all its threads) per answered request."""
+    cpu_before = scenario.server.cpu_seconds()
+    result = wrk.run(
+        scenario.url, scenario.script, seconds=seconds, threads=1, connections=connections
+    )
+    cpu = scenario.server.cpu_seconds() - cpu_before
+    if result.bad:
+        raise RuntimeError(f"{result.bad} bad answers from {scenario.url}")
+    return Measured(result, cpu * 1000 / max(result.requests, 1))
+
+
+def figures(rounds: list[Round]) -> dict[str, Any]:
+    def summary(values: list[float], digits: int) -> dict[str, Any]:
+        return {
+            "median": round(statistics.median(values), digits),
+            "runs": [round(v, digits) for v in values],
+        }
+
+    return {
+        name: {
+            "rps": summary([r[name].load.rps for r in rounds], 1),
+            "p50_ms": summary([r[name].load.p50_ms for r in rounds], 3),
+            "p99_ms": summary([r[name].load.p99_ms for r in rounds], 3),
+            "server_cpu_ms_per_request": summary([r[name].cpu_ms for r in rounds], 3),
+        }
+        for name in rounds[0]
+    }
+
+
+def ratios(rounds: list[Round], prefix: str = "") -> dict[str, float]:
+    """The read ratios of one GraphQL server (by its prefix): medians of per-round ratios."""
+
+    def median(get: Callable[[Round], float]) -> float:
+        return round(statistics.median(get(r) for r in rounds), 3)
+
+    def rps(r: Round, name: str) -> float:
+        return r[name].load.rps
+
+    def cpu(r: Round, name: str) -> float:
+        return r[name].cpu_ms
+
+    txn, available, large = (
+        f"{prefix}graphql_transactions_1k",
+        f"{prefix}graphql_available",
+        f"{prefix}graphql_transactions_1m",
+    )
+    return {
+        "read_path": median(lambda r: rps(r, txn) / rps(r, "plain_app_transactions_1k")),
+        "read_path_bare": median(lambda r: rps(r, txn) / rps(r, "plain_bare_transactions_1k")),
+        "read_path_cpu": median(lambda r: cpu(r, "plain_app_transactions_1k") / cpu(r, txn)),
+        "available": median(lambda r: rps(r, available) / rps(r, "plain_app_available")),
+        "available_bare": median(lambda r: rps(r, available) / rps(r, "plain_bare_available")),
+        "available_cpu": median(lambda r: cpu(r, "plain_app_available") / cpu(r, available)),
+        "scale": median(lambda r: r[large].load.p50_ms / r[txn].load.p50_ms),
+    }
