@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import servers, wrk
+from .stats import summary
 
 TRANSACTIONS = (
     "{ wallet { balanceCredits } transactions(first: 20) { edges { node { "
@@ -86,12 +87,6 @@ def measure(scenario: Scenario, *, seconds: float, connections: int) -> Measured
 
 
 def figures(rounds: list[Round]) -> dict[str, Any]:
-    def summary(values: list[float], digits: int) -> dict[str, Any]:
-        return {
-            "median": round(statistics.median(values), digits),
-            "runs": [round(v, digits) for v in values],
-        }
-
     return {
         name: {
             "rps": summary([r[name].load.rps for r in rounds], 1),

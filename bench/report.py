@@ -117,8 +117,8 @@ def markdown(results: dict[str, Any]) -> str:
     if before is not None:
         out += [
             "",
-            f"**before**: the same app served from `{results['before_source']}` (the code "
-            "before the read-path changes), measured in the same rounds.",
+            f"**before**: the same app served from {results['before_source']}, measured in "
+            "the same rounds against the same baselines.",
         ]
     w = results["write"]
     t = results["topups"]

@@ -9,15 +9,12 @@ median of the per-round ratios is reported.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,9 +23,10 @@ import httpx
 
 from gql_billing.stripe_emulator import LocalStripe
 
-from . import direct, reads, report, seed, servers, topups, wrk
+from . import reads, report, seed, servers, topups, writes, wrk
 from .machine import machine_info, schema_caches
 from .reads import AVAILABLE, TRANSACTIONS
+from .stats import summary
 
 HERE = Path(__file__).resolve().parent
 
@@ -151,8 +149,7 @@ class Bench:
         ready = proxy.stdout.readline().split()
         if not ready or ready[0] != "READY":
             raise RuntimeError("the latency proxy did not start")
-        self.stripe_base = f"http://127.0.0.1:{ready[1]}"
-        return self.stripe_base
+        return f"http://127.0.0.1:{ready[1]}"
 
     # -- phases ------------------------------------------------------------------------------
 
@@ -190,12 +187,29 @@ class Bench:
                 self.check_same_json(server, up["plain-app"], data)
         results["read"], read_ratios, before_ratios = self.read(up, data)
         results["peak_rss_mb"] = {s.name: round(s.peak_rss_mb(), 1) for s in self.started}
-        results["write"], write_ratio = self.write(graphql, data)
-        results["topups"], topup_ratio = self.topups(graphql, data)
+        results["write"], write_ratio = writes.measure(
+            graphql,
+            data,
+            database=seed.sqlite_path(self.database_url),
+            rounds=args.rounds,
+            seconds=args.seconds,
+            connections=args.write_connections,
+            log=self.log,
+        )
+        results["topups"], topup_ratio = topups.measure(
+            graphql,
+            data,
+            emulator_url=self.emulator_url,
+            stripe_url=stripe_base,
+            database_url=self.database_url,
+            rounds=args.rounds,
+            concurrent=args.topups,
+            log=self.log,
+        )
         results["ratios"] = {**read_ratios, "write_path": write_ratio, **topup_ratio}
         if before_ratios is not None:
             results["ratios_before"] = before_ratios
-            results["before_source"] = str(args.before_src)
+            results["before_source"] = args.before_label or str(args.before_src)
         return results
 
     def startup(self, data: seed.Seeded, stripe_base: str) -> dict[str, Any]:
@@ -268,86 +282,11 @@ class Bench:
         before = reads.ratios(rounds, "before_") if "before_" in graphql_servers else None
         return reads.figures(rounds), reads.ratios(rounds), before
 
-    def write(self, graphql: servers.Server, data: seed.Seeded) -> tuple[dict[str, Any], float]:
-        script = wrk.pairs_script(token=data.service_token)
-        connections = self.args.write_connections
-        path = str(seed.sqlite_path(self.database_url))
-        graphql_rates: list[float] = []
-        direct_rates: list[float] = []
-        for round_ in range(self.args.rounds):
-            self.log(f"write round {round_ + 1} of {self.args.rounds}")
-            run = uuid.uuid4().hex[:8]
-            load = wrk.run(
-                f"{graphql.base_url}/graphql",
-                script,
-                seconds=self.args.seconds,
-                threads=connections,
-                connections=connections,
-                args=(run, data.writes.global_id),
-            )
-            if load.bad:
-                raise RuntimeError(f"{load.bad} bad answers in the write run")
-            graphql_rates.append(load.ok / load.seconds)
-            direct_rates.append(
-                asyncio.run(
-                    direct.pairs_per_second(
-                        path, data.writes.pk, seconds=self.args.seconds, run=run
-                    )
-                )
-            )
-        ratios = [g / d for g, d in zip(graphql_rates, direct_rates, strict=True)]
-        figures = {
-            "graphql_pairs_per_s": summary(graphql_rates, 1),
-            "direct_pairs_per_s": summary(direct_rates, 1),
-        }
-        return figures, round(statistics.median(ratios), 3)
-
-    def topups(
-        self, graphql: servers.Server, data: seed.Seeded
-    ) -> tuple[dict[str, Any], dict[str, float]]:
-        url = f"{graphql.base_url}/graphql"
-        token = data.topups.token
-        pm_id = topups.save_card(url, token, self.emulator_url)
-        customer_id = seed.stripe_customer(self.database_url, data.topups.pk)
-        n = self.args.topups
-        runs: dict[str, list[float]] = {"one": [], "many": [], "floor_one": [], "floor_many": []}
-        for round_ in range(self.args.rounds):
-            self.log(f"top-up round {round_ + 1} of {self.args.rounds}")
-            runs["one"].append(asyncio.run(topups.wall_seconds(url, token, 1)))
-            runs["many"].append(asyncio.run(topups.wall_seconds(url, token, n)))
-            for key, count in (("floor_one", 1), ("floor_many", n)):
-                runs[key].append(
-                    asyncio.run(topups.floor_seconds(self.stripe_base, customer_id, pm_id, count))
-                )
-
-        def ratio(many: str, one: str) -> float:
-            pairs = zip(runs[many], runs[one], strict=True)
-            return round(statistics.median(m / o for m, o in pairs), 2)
-
-        figures = {
-            "one_s": summary(runs["one"], 3),
-            f"concurrent_{n}_s": summary(runs["many"], 3),
-            "emulator_one_s": summary(runs["floor_one"], 3),
-            f"emulator_concurrent_{n}_s": summary(runs["floor_many"], 3),
-        }
-        ratios = {
-            "concurrent_topups": ratio("many", "one"),
-            "concurrent_topups_emulator_floor": ratio("floor_many", "floor_one"),
-        }
-        return figures, ratios
-
-
-def summary(values: list[float], digits: int) -> dict[str, Any]:
-    return {
-        "median": round(statistics.median(values), digits),
-        "runs": [round(v, digits) for v in values],
-    }
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5.0, help="per wrk run")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=4.0, help="per wrk run")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections, reads")
     parser.add_argument("--write-connections", type=int, default=4)
     parser.add_argument("--small", type=int, default=1_000)
@@ -358,10 +297,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--md", type=Path, default=HERE / "results.md")
     parser.add_argument(
         "--before-src",
-        type=Path,
+        type=lambda value: Path(value).resolve(),
         default=None,
         help="also serve the app from this source tree (its src/ directory) and measure its "
         "read path in the same rounds: before/after figures from one run",
+    )
+    parser.add_argument(
+        "--before-label",
+        default=None,
+        help="how results.md names the --before-src tree (default: its path)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     return parser.parse_args(argv)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+
+from . import seed, servers
+from .stats import median_ratio, summary
 
 STRIPE_KEY = "sk_test_gql_billing_bench"
 
@@ -128,3 +132,39 @@ async def floor_seconds(stripe_url: str, customer_id: str, pm_id: str, concurren
         started = time.perf_counter()
         await asyncio.gather(*(_charge(client, customer_id, pm_id) for _ in range(concurrent)))
         return time.perf_counter() - started
+
+
+def measure(
+    graphql: servers.Server,
+    data: seed.Seeded,
+    *,
+    emulator_url: str,
+    stripe_url: str,
+    database_url: str,
+    rounds: int,
+    concurrent: int,
+    log: Callable[[str], None],
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """One top-up, `concurrent` at once, and the same two as bare PaymentIntents, per round."""
+    url = f"{graphql.base_url}/graphql"
+    token = data.topups.token
+    pm_id = save_card(url, token, emulator_url)
+    customer_id = seed.stripe_customer(database_url, data.topups.pk)
+    runs: dict[str, list[float]] = {"one": [], "many": [], "floor_one": [], "floor_many": []}
+    for round_ in range(rounds):
+        log(f"top-up round {round_ + 1} of {rounds}")
+        runs["one"].append(asyncio.run(wall_seconds(url, token, 1)))
+        runs["many"].append(asyncio.run(wall_seconds(url, token, concurrent)))
+        for key, count in (("floor_one", 1), ("floor_many", concurrent)):
+            runs[key].append(asyncio.run(floor_seconds(stripe_url, customer_id, pm_id, count)))
+    figures = {
+        "one_s": summary(runs["one"], 3),
+        f"concurrent_{concurrent}_s": summary(runs["many"], 3),
+        "emulator_one_s": summary(runs["floor_one"], 3),
+        f"emulator_concurrent_{concurrent}_s": summary(runs["floor_many"], 3),
+    }
+    ratios = {
+        "concurrent_topups": median_ratio(runs["many"], runs["one"], 2),
+        "concurrent_topups_emulator_floor": median_ratio(runs["floor_many"], runs["floor_one"], 2),
+    }
+    return figures, ratios

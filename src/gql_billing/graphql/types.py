@@ -344,6 +344,7 @@ class Transaction(Node):
     available_after_credits: Credits
     description: str
     reference: str | None
+    # Resolvers assigned in place (not decorated methods), so the fields keep their order.
     reservation: (
         Annotated[Reservation, strawberry.lazy("gql_billing.graphql.spend_types")] | None
     ) = strawberry.field(resolver=_transaction_reservation)
