@@ -1,11 +1,13 @@
 """The `localstripe` Stripe emulator as a child process (for `gql-billing demo` and the tests).
 
 localstripe pickles its whole store to the hard-coded path ``/tmp/localstripe.pickle`` on
-every write (TMPDIR does not move it), which every instance on the machine would share. So
-instead of its console script we run a tiny bootstrap with this Python that points the
-store's dump and load at a private temporary directory, then calls localstripe's own
-``start()``. It stays a child process: importing ``localstripe.server`` emits aiohttp
-deprecation warnings that do not belong in this process.
+every write (TMPDIR does not move it), which every instance on the machine would share, and
+which makes every write slower as the store grows (and serialises concurrent requests
+behind it). Every start here is from scratch and nothing reads the store back, so instead
+of its console script we run a tiny bootstrap with this Python that keeps the store in
+memory only, then calls localstripe's own ``start()``. It stays a child process: importing
+``localstripe.server`` emits aiohttp deprecation warnings that do not belong in this
+process.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from typing import BinaryIO
 
 import httpx
 
-# argv: [-c, <pickle dir>, --port, N, --from-scratch]
+# argv: [-c, <private dir>, --port, N, --from-scratch]
 _BOOTSTRAP = """\
-import os, pickle, sys, threading, time
+import os, sys, threading, time
 from localstripe import resources
 
 # Exit when the test process dies without calling stop() (killed pytest), not linger orphaned.
@@ -34,23 +36,10 @@ def _watch_parent(ppid=os.getppid()):
 
 threading.Thread(target=_watch_parent, daemon=True).start()
 
-_path = os.path.join(sys.argv.pop(1), "localstripe.pickle")
+sys.argv.pop(1)  # the private folder: its log lives there, the store stays in memory
 
-def _dump(self):
-    with open(_path, "wb") as f:
-        pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
-
-def _load(self):
-    try:
-        with open(_path, "rb") as f:
-            old = pickle.load(f)
-    except FileNotFoundError:
-        return
-    self.clear()
-    self.update(old)
-
-resources.Store.dump_to_disk = _dump
-resources.Store.try_load_from_disk = _load
+resources.Store.dump_to_disk = lambda self: None
+resources.Store.try_load_from_disk = lambda self: None
 
 from localstripe.server import start
 
@@ -77,11 +66,6 @@ class LocalStripe:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: BinaryIO | None = None
         self._http: httpx.Client | None = None
-
-    @property
-    def pickle_path(self) -> Path:
-        assert self.tmpdir is not None
-        return self.tmpdir / "localstripe.pickle"
 
     # -- lifecycle -------------------------------------------------------------------------
 
