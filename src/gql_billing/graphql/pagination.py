@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -29,6 +30,19 @@ class Page(Generic[RowT]):
     # One per row, in order: the edges' cursors.
     cursors: list[str]
     page_info: PageInfo
+
+
+EdgeT = TypeVar("EdgeT")
+
+
+def edges_of(
+    page: Page[Any], edge: Callable[..., EdgeT], node: Callable[[Any], object]
+) -> list[EdgeT]:
+    """The connection's edges: each row as its node, with its cursor."""
+    return [
+        edge(cursor=cursor, node=node(row))
+        for row, cursor in zip(page.rows, page.cursors, strict=True)
+    ]
 
 
 def _bad(detail: str, argument: str) -> GraphQLError:

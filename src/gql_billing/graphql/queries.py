@@ -16,7 +16,7 @@ from ..auth import Scope as AuthScope
 from ..errors import NotFound
 from .context import Info
 from .ids import from_global_id
-from .pagination import Page, PageArgs, paginate
+from .pagination import Page, PageArgs, edges_of, paginate
 from .permissions import needs
 from .scalars import Credits
 from .spend_types import Approval, Invoice, Reservation
@@ -88,10 +88,7 @@ class Query:
                 query = query.where(col(entry.reference) == filter.reference)
         args = PageArgs(first, after, last, before)
         page = await page_of(info, query, col(entry.id), args, entities=False)
-        edges = [
-            TransactionEdge(cursor=cursor, node=Transaction.from_row(row))
-            for row, cursor in zip(page.rows, page.cursors, strict=True)
-        ]
+        edges = edges_of(page, TransactionEdge, Transaction.from_row)
         return TransactionConnection(edges=edges, page_info=page.page_info)
 
     @strawberry.field(
@@ -120,10 +117,7 @@ class Query:
         attempt = models.TopupAttempt
         query = select(attempt).where(col(attempt.organization_id) == info.context.organization_id)
         page = await page_of(info, query, col(attempt.id), PageArgs(first, after, last, before))
-        edges = [
-            TopupAttemptEdge(cursor=cursor, node=TopupAttempt.from_row(row))
-            for row, cursor in zip(page.rows, page.cursors, strict=True)
-        ]
+        edges = edges_of(page, TopupAttemptEdge, TopupAttempt.from_row)
         return TopupAttemptConnection(edges=edges, page_info=page.page_info)
 
     @strawberry.field(permission_classes=READ, description="billing:read. What credits cost.")

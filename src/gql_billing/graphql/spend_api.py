@@ -13,9 +13,9 @@ from ..auth import Scope as AuthScope
 from ..billing.spend import ReserveRequest, Spend
 from . import problems as p
 from .context import Info
-from .ids import pk_of, to_cursor
+from .ids import pk_of
 from .mutations import current_wallet, idempotency_key
-from .pagination import PageArgs
+from .pagination import PageArgs, edges_of
 from .permissions import needs
 from .queries import READ, page_of
 from .scalars import Credits
@@ -302,9 +302,7 @@ class SpendQuery:
             col(table.status).in_([status.value] if status else VISIBLE),
         )
         page = await page_of(info, query, col(table.id), PageArgs(first, after, last, before))
-        edges = [
-            ReservationEdge(cursor=to_cursor(r.id), node=Reservation.from_row(r)) for r in page.rows
-        ]
+        edges = edges_of(page, ReservationEdge, Reservation.from_row)
         return ReservationConnection(edges=edges, page_info=page.page_info)
 
     @strawberry.field(permission_classes=READ, description="billing:read. Approval requests.")
@@ -322,7 +320,7 @@ class SpendQuery:
         if status is not None:
             query = query.where(col(table.status) == str(status))
         page = await page_of(info, query, col(table.id), PageArgs(first, after, last, before))
-        edges = [ApprovalEdge(cursor=to_cursor(r.id), node=Approval.from_row(r)) for r in page.rows]
+        edges = edges_of(page, ApprovalEdge, Approval.from_row)
         return ApprovalConnection(edges=edges, page_info=page.page_info)
 
     @strawberry.field(permission_classes=READ, description="billing:read. Monthly invoices.")
@@ -337,5 +335,5 @@ class SpendQuery:
         table = models.Invoice
         query = select(table).where(col(table.organization_id) == info.context.organization_id)
         page = await page_of(info, query, col(table.id), PageArgs(first, after, last, before))
-        edges = [InvoiceEdge(cursor=to_cursor(r.id), node=Invoice.from_row(r)) for r in page.rows]
+        edges = edges_of(page, InvoiceEdge, Invoice.from_row)
         return InvoiceConnection(edges=edges, page_info=page.page_info)
