@@ -42,8 +42,8 @@ from support import databases
 from support.emulator import StripeEmulator
 from support.stripe_proxy import FaultProxy
 
-EXAMPLES = 12
-STEPS = 25
+EXAMPLES = 30
+STEPS = 30
 
 
 @dataclass
