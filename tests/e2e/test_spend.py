@@ -1309,6 +1309,30 @@ async def test_worker_releases_card_holds_older_than_the_ttl(
     await assert_invariants(make.app.billing.db)
 
 
+async def test_a_hold_whose_answer_was_lost_and_never_retried_is_cancelled_at_stripe(
+    make: Factory, emulator: StripeEmulator, stripe_proxy: FaultProxy, clock: FakeClock
+) -> None:
+    # given a card hold authorised at Stripe whose answer timed out, and no retry ever came
+    free = await make.org(plan=Plan.FREE, name="Free")
+    await save_card(free.api, emulator)
+    service = await service_client(make)
+    stripe_proxy.inject("timeout_after_forward", path_contains="/v1/payment_intents")
+    lost = await reserve(service, free, 100, "lost")
+    assert lost["__typename"] == "PaymentProviderUnavailable"
+    [held_at_stripe] = await asyncio.to_thread(emulator.list_payment_intents)
+    assert held_at_stripe["status"] == "requires_capture"
+
+    # when the card hold ttl passes and the worker runs
+    clock.advance(timedelta(days=6, seconds=1))
+    await Worker(make.app.billing).tick()
+
+    # then the authorisation is cancelled, and nothing of it is listed as a reservation
+    cancelled = await intent(emulator, held_at_stripe["id"])
+    assert cancelled["status"] == "canceled"
+    assert await reservations_of(free) == []
+    await assert_invariants(make.app.billing.db)
+
+
 # -- 9. the read side ----------------------------------------------------------------------------
 
 

@@ -528,16 +528,33 @@ class SpendService:
         return released
 
     async def _abandon(self, stale: Reservation) -> None:
-        """A card hold whose 3-D Secure challenge was never completed: give up on it."""
+        """A card hold never completed (3-D Secure not done, or its answer lost to a
+        timeout and never retried): give up on it, and cancel any authorisation Stripe
+        made so the customer's card is not held until Stripe lets it lapse."""
+        intent_id = stale.payment_intent_id or await self._find_hold(stale)
         async with self._db.write() as session:
             r = await _locked(session, stale.id)
             if r.status != S.AUTHORIZING:
                 return
             r.status = S.FAILED.value
-            r.reason = "The card hold was never authenticated"
+            r.reason = "The card hold was never completed"
             r.client_secret = None
-        if r.payment_intent_id is not None:
-            await self._cancel_quietly(r.payment_intent_id, r.stripe_key)
+        if intent_id is not None:
+            await self._cancel_quietly(intent_id, r.stripe_key)
+
+    async def _find_hold(self, r: Reservation) -> str | None:
+        if self._gateway is None:
+            return None
+        async with self._db.read() as session:
+            org = await session.get(Organization, r.organization_id)
+        if org is None or org.stripe_customer_id is None:
+            return None
+        with contextlib.suppress(BillingProblem):
+            found = await self._gateway.find_payment(
+                org.stripe_customer_id, "reservation_id", str(r.id)
+            )
+            return found.intent_id if found is not None else None
+        return None
 
 
 def _mode_of(org: Organization) -> str:
