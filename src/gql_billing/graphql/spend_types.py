@@ -44,95 +44,73 @@ def visible_status(row: models.Reservation) -> ReservationStatus:
     return ReservationStatus(status.value)
 
 
+async def _approval_of(root: Reservation, info: Info) -> Approval | None:
+    query = select(models.Approval).where(col(models.Approval.reservation_id) == root.row.id)
+    async with info.context.billing.db.read() as session:
+        row = (await session.execute(query)).scalar_one_or_none()
+    return Approval.from_row(row) if row else None
+
+
 @strawberry.type
 class Reservation(Node):
     row: strawberry.Private[models.Reservation]
+    status: ReservationStatus
+    billing_mode: BillingMode  # type: ignore[valid-type]
+    amount_credits: Credits
+    captured_credits: Credits
+    reference: str
+    description: str
+    payment_intent_id: str | None = strawberry.field(
+        description="The Stripe PaymentIntent of a card hold (CARD_HOLD)."
+    )
 
     @classmethod
     def from_row(cls, row: models.Reservation) -> Reservation:
         assert row.id is not None
-        return cls(id=strawberry.ID(to_global_id("Reservation", row.id)), row=row)
+        return cls(
+            id=strawberry.ID(to_global_id("Reservation", row.id)),
+            row=row,
+            status=visible_status(row),
+            billing_mode=models.BillingMode(row.billing_mode),
+            amount_credits=row.amount_credits,
+            captured_credits=row.captured_credits,
+            reference=row.reference,
+            description=row.description,
+            payment_intent_id=row.payment_intent_id,
+            created_at=row.created_at,
+            settled_at=row.settled_at,
+        )
 
-    @strawberry.field
-    def status(self) -> ReservationStatus:
-        return visible_status(self.row)
-
-    @strawberry.field
-    def billing_mode(self) -> BillingMode:  # type: ignore[valid-type]
-        return models.BillingMode(self.row.billing_mode)
-
-    @strawberry.field
-    def amount_credits(self) -> Credits:
-        return self.row.amount_credits
-
-    @strawberry.field
-    def captured_credits(self) -> Credits:
-        return self.row.captured_credits
-
-    @strawberry.field
-    def reference(self) -> str:
-        return self.row.reference
-
-    @strawberry.field
-    def description(self) -> str:
-        return self.row.description
-
-    @strawberry.field(description="The Stripe PaymentIntent of a card hold (CARD_HOLD).")
-    def payment_intent_id(self) -> str | None:
-        return self.row.payment_intent_id
-
-    @strawberry.field
-    async def approval(self, info: Info) -> Approval | None:
-        query = select(models.Approval).where(col(models.Approval.reservation_id) == self.row.id)
-        async with info.context.billing.db.read() as session:
-            row = (await session.execute(query)).scalar_one_or_none()
-        return Approval.from_row(row) if row else None
-
-    @strawberry.field
-    def created_at(self) -> datetime:
-        return self.row.created_at
-
-    @strawberry.field
-    def settled_at(self) -> datetime | None:
-        return self.row.settled_at
+    approval: Approval | None = strawberry.field(resolver=_approval_of)
+    created_at: datetime
+    settled_at: datetime | None
 
 
 @strawberry.type
 class Approval(Node):
     row: strawberry.Private[models.Approval]
+    status: ApprovalStatus  # type: ignore[valid-type]
+    amount_credits: Credits
+    reference: str
+    description: str
+    requested_at: datetime
+    decided_at: datetime | None
+    reason: str | None
 
     @classmethod
     def from_row(cls, row: models.Approval) -> Approval:
         assert row.id is not None
-        return cls(id=strawberry.ID(to_global_id("Approval", row.id)), row=row)
-
-    @strawberry.field
-    def status(self) -> ApprovalStatus:  # type: ignore[valid-type]
-        return models.ApprovalStatus(self.row.status)
-
-    @strawberry.field
-    def amount_credits(self) -> Credits:
-        return self.row.amount_credits
-
-    @strawberry.field
-    def reference(self) -> str:
-        return self.row.reference
-
-    @strawberry.field
-    def description(self) -> str:
-        return self.row.description
-
-    @strawberry.field
-    def requested_at(self) -> datetime:
-        return self.row.requested_at
-
-    @strawberry.field
-    def decided_at(self) -> datetime | None:
-        return self.row.decided_at
-
-    @strawberry.field
-    def reason(self) -> str | None:
-        return self.row.reason
+        return cls(
+            id=strawberry.ID(to_global_id("Approval", row.id)),
+            row=row,
+            status=models.ApprovalStatus(row.status),
+            amount_credits=row.amount_credits,
+            reference=row.reference,
+            description=row.description,
+            requested_at=row.requested_at,
+            decided_at=row.decided_at,
+            reason=row.reason,
+        )
 
     @strawberry.field
     async def reservation(self, info: Info) -> Reservation | None:
