@@ -2,29 +2,30 @@
 
 `Instrumentation` is passed to the schema as a class: Strawberry builds one per request, so
 the outcomes gathered on `self` belong to that request alone. Only root fields are looked
-at (one attribute check for every other field), so the cost stays flat however big the
+at, through a field extension on each root field, so the cost stays flat however big the
 response is.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from inspect import isawaitable
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from graphql import (
+    FieldNode,
     GraphQLError,
     GraphQLNonNull,
     GraphQLResolveInfo,
     GraphQLUnionType,
+    OperationDefinitionNode,
     OperationType,
 )
-from strawberry.extensions import SchemaExtension
-from strawberry.types import ExecutionContext
+from strawberry.extensions import FieldExtension, SchemaExtension
+from strawberry.types import ExecutionContext, Info
 from strawberry.types.base import get_object_definition
-from strawberry.utils.await_maybe import AwaitableOrValue
 
 from ..logs import scrub
 from .context import Context
@@ -36,6 +37,12 @@ else:
 MAX_LOGGED_NAME = 100
 # Error codes worth their own outcome label; anything else is "error" (bounded labels).
 CODED_OUTCOMES = frozenset({"FORBIDDEN", "UNAUTHENTICATED"})
+
+
+# The outcomes of the root fields of the operation running in this task (set by
+# Instrumentation.on_operation, appended to by RecordOutcome): a per-field middleware would
+# do the same but cost a call on every field of every response.
+_ROOT_OUTCOMES: ContextVar[list[tuple[str, str]] | None] = ContextVar("root_outcomes", default=None)
 
 
 class Instrumentation(SchemaExtension):
@@ -50,6 +57,7 @@ class Instrumentation(SchemaExtension):
             structlog.contextvars.bind_contextvars(
                 organization_id=context.principal.organization_id
             )
+        _ROOT_OUTCOMES.set(self._outcomes)
         started = time.perf_counter()
         failure: str | None = None
         try:
@@ -62,11 +70,12 @@ class Instrumentation(SchemaExtension):
             failure = "error"
             raise
         finally:
+            _ROOT_OUTCOMES.set(None)
             self._finish(context, time.perf_counter() - started, failure)
 
     def _finish(self, context: Context, seconds: float, failure: str | None) -> None:
         operation_type = _operation_type(self.execution_context)
-        outcomes = self._outcomes or [("unknown", failure or self._empty_outcome())]
+        outcomes = self._outcomes or self._without_root_outcome(operation_type, failure)
         context.billing.metrics.graphql_operation(operation_type, outcomes, seconds)
         structlog.contextvars.bind_contextvars(
             operation=_logged_name(self.execution_context),
@@ -75,46 +84,73 @@ class Instrumentation(SchemaExtension):
             outcome=",".join(outcome for _, outcome in outcomes),
         )
 
-    def resolve(
-        self,
-        _next: Callable[..., Any],
-        root: Any,
-        info: ResolveInfo,
-        *args: str,
-        **kwargs: Any,
-    ) -> AwaitableOrValue[object]:
-        if info.path.prev is not None:
-            value: object = _next(root, info, *args, **kwargs)
-            return value
-        if info.operation.operation is OperationType.SUBSCRIPTION:
-            # Each event resolves the root field again, for as long as the client listens:
-            # count the subscription once, and keep this request's state from growing.
-            if not self._outcomes:
-                self._outcomes.append((info.field_name, "subscribed"))
-            event: object = _next(root, info, *args, **kwargs)
-            return event
+    def _without_root_outcome(
+        self, operation_type: str, failure: str | None
+    ) -> list[tuple[str, str]]:
+        """A subscription (its root field is not resolved like a query's), or no root field
+        ran: the document was rejected (parse, validation, limits)."""
+        if failure is None and not self.execution_context.pre_execution_errors:
+            if operation_type == OperationType.SUBSCRIPTION.value:
+                return [(_root_field_name(self.execution_context) or "unknown", "subscribed")]
+            return [("unknown", "ok")]
+        return [("unknown", failure or "invalid")]
+
+
+class RecordOutcome(FieldExtension):
+    """On root query and mutation fields: the field's outcome for Instrumentation."""
+
+    def resolve(self, next_: Callable[..., Any], source: Any, info: Info, **kwargs: Any) -> Any:
+        outcomes = _ROOT_OUTCOMES.get()
+        if outcomes is None:
+            return next_(source, info, **kwargs)
         try:
-            result: object = _next(root, info, *args, **kwargs)
+            result = next_(source, info, **kwargs)
         except Exception as exc:
-            self._outcomes.append((info.field_name, _error_outcome(exc)))
+            outcomes.append((info.field_name, _error_outcome(exc)))
             raise
-        if isawaitable(result):
-            return self._settled(info, result)
-        self._outcomes.append((info.field_name, _outcome(info, result)))
+        outcomes.append((info.field_name, _outcome(info._raw_info, result)))
         return result
 
-    async def _settled(self, info: ResolveInfo, pending: Any) -> object:
+    async def resolve_async(
+        self, next_: Callable[..., Awaitable[Any]], source: Any, info: Info, **kwargs: Any
+    ) -> Any:
+        outcomes = _ROOT_OUTCOMES.get()
+        if outcomes is None:
+            return await next_(source, info, **kwargs)
         try:
-            result = await pending
+            result = await next_(source, info, **kwargs)
         except Exception as exc:
-            self._outcomes.append((info.field_name, _error_outcome(exc)))
+            outcomes.append((info.field_name, _error_outcome(exc)))
             raise
-        self._outcomes.append((info.field_name, _outcome(info, result)))
+        outcomes.append((info.field_name, _outcome(info._raw_info, result)))
         return result
 
-    def _empty_outcome(self) -> str:
-        """No root field ran: the document was rejected (parse, validation, limits)."""
-        return "invalid" if self.execution_context.pre_execution_errors else "ok"
+
+def record_root_outcomes(*root_types: type) -> None:
+    """Add RecordOutcome to every query and mutation root field, outermost (Strawberry runs
+    the last extension first), so a permission refusal is counted too. Idempotent: root
+    fields are shared by every schema built in the process."""
+    for root_type in root_types:
+        definition = get_object_definition(root_type, strict=True)
+        if definition.name == "Subscription":
+            continue
+        for field in definition.fields:
+            if not any(isinstance(extension, RecordOutcome) for extension in field.extensions):
+                field.extensions.append(RecordOutcome())
+
+
+def _root_field_name(execution_context: ExecutionContext) -> str | None:
+    document = execution_context.graphql_document
+    if document is None:
+        return None
+    for definition in document.definitions:
+        if isinstance(definition, OperationDefinitionNode):
+            wanted = execution_context.operation_name
+            if wanted is None or (definition.name and definition.name.value == wanted):
+                for selection in definition.selection_set.selections:
+                    if isinstance(selection, FieldNode):
+                        return selection.name.value
+    return None
 
 
 def _outcome(info: ResolveInfo, result: object) -> str:

@@ -15,7 +15,8 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from ..settings import Settings
-from .instrumentation import observability
+from .execution import execution_for
+from .instrumentation import observability, record_root_outcomes
 from .limits import ApplyLimits, QueryLimits, limits_rule
 from .live_api import Subscription
 from .mutations import Mutation
@@ -123,9 +124,12 @@ def build_schema(
         ApplyLimits, rules=policy.validation_rules(), max_tokens=policy.limits.max_tokens
     )
     caches: list[Callable[[], SchemaExtension]] = [ParserCache, ValidationCache]
-    return BillingSchema(
-        query=merge_types("Query", (Query, SpendQuery)),
-        mutation=merge_types("Mutation", (Mutation, SpendMutation)),
+    query = merge_types("Query", (Query, SpendQuery))
+    mutation = merge_types("Mutation", (Mutation, SpendMutation))
+    record_root_outcomes(query, mutation, Subscription)
+    schema = BillingSchema(
+        query=query,
+        mutation=mutation,
         subscription=Subscription,
         types=[
             Reservation,
@@ -155,3 +159,7 @@ def build_schema(
         # Observability right after masking: its timing covers parsing, limits and execution.
         extensions=[MaskFaults, *observability(), limits, *caches, *extensions],
     )
+    schema.execution_context_class = execution_for(
+        schema._schema, default_resolver=schema.config.default_resolver
+    )
+    return schema

