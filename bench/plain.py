@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gql_billing.auth import Principal, Scope, authenticate, bearer_token
+from gql_billing.collector import settle_after_startup
 from gql_billing.db import Database
 from gql_billing.graphql.ids import to_global_id
 from gql_billing.logs import RequestContext, configure_logging, configure_structlog
@@ -152,8 +153,11 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     configure_logging(settings.log_level)
+    app = create_plain_app(settings, stack=args.stack)
+    # The same collector settings as `gql-billing serve`.
+    settle_after_startup()
     uvicorn.run(
-        create_plain_app(settings, stack=args.stack),
+        app,
         host=args.host,
         port=args.port,
         log_config=None,

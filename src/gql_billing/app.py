@@ -14,6 +14,7 @@ from starlette.staticfiles import StaticFiles
 
 from .billing import Billing
 from .clock import Clock, SystemClock
+from .collector import settle_after_startup
 from .db import Database, postgres_dsn
 from .graphql import playground
 from .graphql.view import build_view
@@ -125,4 +126,6 @@ def app_from_env() -> Starlette:
     settings = Settings()
     # Each worker process is spawned afresh: it sets its own logging up.
     configure_logging(settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    settle_after_startup()
+    return app

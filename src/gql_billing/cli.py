@@ -149,8 +149,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         uvicorn.run("gql_billing.app:app_from_env", factory=True, workers=args.workers, **options)
         return
     from .app import create_app
+    from .collector import settle_after_startup
 
-    uvicorn.run(create_app(settings), **options)
+    app = create_app(settings)
+    settle_after_startup()
+    uvicorn.run(app, **options)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:

@@ -18,7 +18,9 @@ in a non-null position, an object of the wrong type, or any schema-wide resolve 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+from weakref import WeakMethod
 
 from graphql import (
     GraphQLEnumType,
@@ -26,6 +28,7 @@ from graphql import (
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
+    GraphQLResolveInfoHelpers,
     GraphQLScalarType,
     GraphQLSchema,
     get_named_type,
@@ -33,6 +36,7 @@ from graphql import (
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.field import StrawberryField
 
+T = TypeVar("T")
 DEFINITION = "strawberry-definition"
 TYPENAME = "__typename"
 
@@ -76,6 +80,12 @@ class PlainDataExecution(StrawberryGraphQLCoreExecutionContext):
         # Whether everything selected under a field is plain, by the identity of its field
         # details (graphql-core memoizes sub-selections on it, keeping those lists alive).
         self._plain_selections: dict[int, bool] = {}
+        # graphql-core keeps bound methods of the executor here: a reference cycle that
+        # leaves each request's executor, context, loaders and rows to the garbage
+        # collector instead of freeing them when the response is built.
+        self.async_helpers = GraphQLResolveInfoHelpers(
+            gather=_weakly(self.gather_async_work), track=_weakly(self.track_async_work)
+        )
 
     def execute_field(
         self,
@@ -179,6 +189,19 @@ class PlainDataExecution(StrawberryGraphQLCoreExecutionContext):
                 return FALLBACK
             result[response_name] = completed
         return result
+
+
+def _weakly(method: Callable[..., T]) -> Callable[..., T]:
+    """`method`, without keeping its object alive (it outlives every call made through it:
+    resolvers run while their executor does)."""
+    reference = WeakMethod(method)
+
+    def call(*args: Any) -> T:
+        bound = reference()
+        assert bound is not None, "called after its executor was freed"
+        return bound(*args)
+
+    return call
 
 
 def execution_for(schema: GraphQLSchema, *, default_resolver: Any) -> type[PlainDataExecution]:

@@ -22,11 +22,16 @@ Read = Callable[[AsyncSession], Awaitable[Any]]
 
 class Loaders:
     def __init__(self, db: Database) -> None:
-        self._db = db
+        # Module functions, not bound methods, as load_fn: a loader holding its owner would
+        # make every request's loaders a reference cycle, left for the garbage collector.
         # Not cached: each read is its own query; what they share is the session.
-        self._reads = DataLoader[Read, Any](load_fn=self._read_together, cache=False)
-        self.topup_attempt = DataLoader[int, TopupAttempt | None](load_fn=self._topup_attempts)
-        self.reservation = DataLoader[int, Reservation | None](load_fn=self._reservations)
+        self._reads = DataLoader[Read, Any](load_fn=partial(_read_together, db), cache=False)
+        self.topup_attempt = DataLoader[int, TopupAttempt | None](
+            load_fn=partial(_rows_by_id, self._reads, TopupAttempt)
+        )
+        self.reservation = DataLoader[int, Reservation | None](
+            load_fn=partial(_rows_by_id, self._reads, Reservation)
+        )
 
     async def read(self, query: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """`await query(session)`, in a read session shared with the other reads of this turn:
@@ -34,21 +39,23 @@ class Loaders:
         result: T = await self._reads.load(query)
         return result
 
-    async def _read_together(self, reads: Sequence[Read]) -> list[Any]:
-        results: list[Any] = []
-        async with self._db.read() as session:
-            for read in reads:
-                try:
-                    results.append(await read(session))
-                except Exception as exc:  # the field that asked fails, not its siblings
-                    results.append(exc)
-        return results
 
-    async def _topup_attempts(self, ids: Sequence[int]) -> list[TopupAttempt | None]:
-        return await self.read(partial(_by_id, TopupAttempt, ids))
+async def _read_together(db: Database, reads: Sequence[Read]) -> list[Any]:
+    results: list[Any] = []
+    async with db.read() as session:
+        for read in reads:
+            try:
+                results.append(await read(session))
+            except Exception as exc:  # the field that asked fails, not its siblings
+                results.append(exc)
+    return results
 
-    async def _reservations(self, ids: Sequence[int]) -> list[Reservation | None]:
-        return await self.read(partial(_by_id, Reservation, ids))
+
+async def _rows_by_id(
+    reads: DataLoader[Read, Any], table: type[RowT], ids: Sequence[int]
+) -> list[RowT | None]:
+    rows: list[RowT | None] = await reads.load(partial(_by_id, table, ids))
+    return rows
 
 
 async def _by_id(table: type[RowT], ids: Sequence[int], session: AsyncSession) -> list[RowT | None]:
