@@ -179,9 +179,10 @@ class TopupAttempt(Node):
         )
 
 
-# What a Wallet reads: the hot `wallet` query selects these columns, not an ORM object.
+# What a Wallet reads: the hot `wallet` query selects these table columns (Core, so the
+# session skips the ORM's compile and loading steps), not an ORM object.
 WALLET_COLUMNS = tuple(
-    col(getattr(models.Wallet, name))
+    models.Wallet.__table__.c[name]  # type: ignore[attr-defined]
     for name in (
         "id",
         "organization_id",
@@ -313,9 +314,9 @@ async def _transaction_topup(root: Transaction, info: Info) -> TopupAttempt | No
     return TopupAttempt.from_row(row) if row else None
 
 
-# What a Transaction is built from: a page selects these columns, not ORM objects.
+# What a Transaction is built from: a page selects these table columns, not ORM objects.
 TRANSACTION_COLUMNS = tuple(
-    col(getattr(models.LedgerEntry, name))
+    models.LedgerEntry.__table__.c[name]  # type: ignore[attr-defined]
     for name in (
         "id",
         "kind",
