@@ -31,7 +31,6 @@ from graphql import (
     GraphQLResolveInfoHelpers,
     GraphQLScalarType,
     GraphQLSchema,
-    get_named_type,
 )
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.field import StrawberryField
@@ -46,6 +45,7 @@ class _Fallback:
 
 
 FALLBACK = _Fallback()
+Completer = Callable[[Any], Any]
 
 
 def plain_fields(schema: GraphQLSchema) -> dict[tuple[str, str], str]:
@@ -77,9 +77,10 @@ class PlainDataExecution(StrawberryGraphQLCoreExecutionContext):
         super().__init__(*args, **kwargs)
         middleware = self.middleware_manager
         self._short_path = middleware is None or not middleware.middlewares
-        # Whether everything selected under a field is plain, by the identity of its field
-        # details (graphql-core memoizes sub-selections on it, keeping those lists alive).
-        self._plain_selections: dict[int, bool] = {}
+        # A field's completer (None: not plain data), by the identity of its type and field
+        # details (graphql-core memoizes sub-selections on those, keeping the lists alive).
+        # Completers hold no reference to the executor, so this makes no cycle.
+        self._completers: dict[tuple[int, int], Completer | None] = {}
         # graphql-core keeps bound methods of the executor here: a reference cycle that
         # leaves each request's executor, context, loaders and rows to the garbage
         # collector instead of freeing them when the response is built.
@@ -100,12 +101,10 @@ class PlainDataExecution(StrawberryGraphQLCoreExecutionContext):
             name = node.name.value
             attribute = self.plain.get((parent_type.name, name))
             if attribute is not None and not node.arguments:
-                field_type = parent_type.fields[name].type
-                if self._is_plain_selection(field_type, field_details_list):
+                complete = self._completer(parent_type.fields[name].type, field_details_list)
+                if complete is not None:
                     try:
-                        completed = self._complete(
-                            field_type, getattr(source, attribute), field_details_list
-                        )
+                        completed = complete(getattr(source, attribute))
                     except Exception:  # reported by the ordinary path below
                         completed = FALLBACK
                     if completed is not FALLBACK:
@@ -114,81 +113,104 @@ class PlainDataExecution(StrawberryGraphQLCoreExecutionContext):
             parent_type, source, field_details_list, path, position_context
         )
 
-    def _is_plain_selection(self, field_type: GraphQLOutputType, field_details_list: Any) -> bool:
-        key = id(field_details_list)
-        known = self._plain_selections.get(key)
-        if known is None:
-            known = self._check_plain_selection(field_type, field_details_list)
-            self._plain_selections[key] = known
-        return known
-
-    def _check_plain_selection(
+    def _completer(
         self, field_type: GraphQLOutputType, field_details_list: Any
-    ) -> bool:
-        named = get_named_type(field_type)
-        if isinstance(named, GraphQLScalarType | GraphQLEnumType):
-            return True
-        if not isinstance(named, GraphQLObjectType):
-            return False  # interfaces and unions resolve their type at run time
-        grouped, defer_usages, _ = self.collect_subfields(named, field_details_list)
+    ) -> Completer | None:
+        key = (id(field_type), id(field_details_list))
+        if key not in self._completers:
+            self._completers[key] = self._build(field_type, field_details_list)
+        return self._completers[key]
+
+    def _build(self, field_type: GraphQLOutputType, field_details_list: Any) -> Completer | None:
+        """A function from the field's value to its completed value (or FALLBACK), built
+        once per selection; None if anything under the field is not plain data."""
+        if isinstance(field_type, GraphQLNonNull):
+            inner = self._build(field_type.of_type, field_details_list)
+            return None if inner is None else _non_null(inner)
+        if isinstance(field_type, GraphQLList):
+            item = self._completer(field_type.of_type, field_details_list)
+            return None if item is None else _nullable(_list_of(item))
+        if isinstance(field_type, GraphQLScalarType | GraphQLEnumType):
+            return _nullable(_leaf(field_type))
+        if not isinstance(field_type, GraphQLObjectType):
+            return None  # interfaces and unions resolve their type at run time
+        grouped, defer_usages, _ = self.collect_subfields(field_type, field_details_list)
         if defer_usages:
-            return False
-        for sub_list in grouped.values():
+            return None
+        fields: list[tuple[str, str, Completer | None]] = []
+        for response_name, sub_list in grouped.items():
             node = sub_list[0].node
             name = node.name.value
             if name == TYPENAME:
+                fields.append((response_name, field_type.name, None))
                 continue
-            if node.arguments or (named.name, name) not in self.plain:
-                return False
-            if not self._is_plain_selection(named.fields[name].type, sub_list):
-                return False
-        return True
+            attribute = self.plain.get((field_type.name, name))
+            if attribute is None or node.arguments:
+                return None
+            complete = self._completer(field_type.fields[name].type, sub_list)
+            if complete is None:
+                return None
+            fields.append((response_name, attribute, complete))
+        return _nullable(_object(field_type, fields))
 
-    def _complete(self, field_type: GraphQLOutputType, value: Any, field_details_list: Any) -> Any:
-        if isinstance(field_type, GraphQLNonNull):
-            if value is None:
-                return FALLBACK
-            field_type = field_type.of_type
-        elif value is None:
-            return None
-        if isinstance(field_type, GraphQLScalarType | GraphQLEnumType):
-            return self.complete_leaf_value(field_type, value)
-        if isinstance(field_type, GraphQLList):
-            if not isinstance(value, list | tuple):
-                return FALLBACK
-            items = []
-            for item in value:
-                completed = self._complete(field_type.of_type, item, field_details_list)
-                if completed is FALLBACK:
-                    return FALLBACK
-                items.append(completed)
-            return items
-        if isinstance(field_type, GraphQLObjectType):
-            return self._complete_object(field_type, value, field_details_list)
-        return FALLBACK
 
-    def _complete_object(
-        self, object_type: GraphQLObjectType, value: Any, field_details_list: Any
-    ) -> Any:
-        # Strawberry's is_type_of checks the Python type and ignores its info argument.
-        if object_type.is_type_of is not None and object_type.is_type_of(value, None) is not True:  # type: ignore[arg-type]
+def _non_null(inner: Completer) -> Completer:
+    # `inner` is the nullable form: its null is the error graphql-core reports.
+    def complete(value: Any) -> Any:
+        completed = inner(value)
+        return FALLBACK if completed is None else completed
+
+    return complete
+
+
+def _nullable(complete_value: Completer) -> Completer:
+    def complete(value: Any) -> Any:
+        return None if value is None else complete_value(value)
+
+    return complete
+
+
+def _leaf(leaf_type: GraphQLScalarType | GraphQLEnumType) -> Completer:
+    # Raises on a value the type cannot serialize: the ordinary path reports it.
+    complete_leaf_value = PlainDataExecution.complete_leaf_value
+
+    def complete(value: Any) -> Any:
+        return complete_leaf_value(leaf_type, value)
+
+    return complete
+
+
+def _list_of(item: Completer) -> Completer:
+    def complete(value: Any) -> Any:
+        if not isinstance(value, list | tuple):
             return FALLBACK
-        grouped, _, _ = self.collect_subfields(object_type, field_details_list)
-        plain = self.plain
-        fields = object_type.fields
+        items = [item(each) for each in value]
+        return FALLBACK if any(each is FALLBACK for each in items) else items
+
+    return complete
+
+
+def _object(
+    object_type: GraphQLObjectType, fields: list[tuple[str, str, Completer | None]]
+) -> Completer:
+    # Strawberry's is_type_of checks the Python type and ignores its info argument.
+    is_type_of = object_type.is_type_of
+
+    def complete(value: Any) -> Any:
+        if is_type_of is not None and is_type_of(value, None) is not True:  # type: ignore[arg-type]
+            return FALLBACK
         result: dict[str, Any] = {}
-        for response_name, sub_list in grouped.items():
-            name = sub_list[0].node.name.value
-            if name == TYPENAME:
-                result[response_name] = object_type.name
+        for response_name, attribute, complete_field in fields:
+            if complete_field is None:  # __typename: `attribute` holds the type's name
+                result[response_name] = attribute
                 continue
-            completed = self._complete(
-                fields[name].type, getattr(value, plain[(object_type.name, name)]), sub_list
-            )
+            completed = complete_field(getattr(value, attribute))
             if completed is FALLBACK:
                 return FALLBACK
             result[response_name] = completed
         return result
+
+    return complete
 
 
 def _weakly(method: Callable[..., T]) -> Callable[..., T]:
