@@ -247,27 +247,27 @@ class AutoTopupSettings:
 
 @strawberry.type
 class Wallet(Node):
+    # Plain values, not resolvers: the hot `wallet` query reads them with no resolver call.
+    balance_credits: Credits = strawberry.field(
+        description="Posted credits (grants, bonuses, refunds, adjustments − charges)."
+    )
+    reserved_credits: Credits = strawberry.field(description="Credits held by open reservations.")
+    available_credits: Credits = strawberry.field(
+        description="balanceCredits − reservedCredits: what can be spent now."
+    )
     row: strawberry.Private[WalletRow]
 
     @classmethod
     def from_row(cls, row: WalletRow) -> Wallet:
         """From an ORM wallet or a row of WALLET_COLUMNS."""
         assert row.id is not None
-        return cls(id=strawberry.ID(to_global_id("Wallet", row.id)), row=row)
-
-    @strawberry.field(
-        description="Posted credits (grants, bonuses, refunds, adjustments − charges)."
-    )
-    def balance_credits(self) -> Credits:
-        return self.row.balance_credits
-
-    @strawberry.field(description="Credits held by open reservations.")
-    def reserved_credits(self) -> Credits:
-        return self.row.reserved_credits
-
-    @strawberry.field(description="balanceCredits − reservedCredits: what can be spent now.")
-    def available_credits(self) -> Credits:
-        return self.row.balance_credits - self.row.reserved_credits
+        return cls(
+            id=strawberry.ID(to_global_id("Wallet", row.id)),
+            balance_credits=row.balance_credits,
+            reserved_credits=row.reserved_credits,
+            available_credits=row.balance_credits - row.reserved_credits,
+            row=row,
+        )
 
     @strawberry.field
     def balance(self, info: Info, currency: str | None = None) -> Money:
