@@ -32,10 +32,13 @@ from graphql import (
     GraphQLScalarType,
     GraphQLSchema,
 )
+from graphql.pyutils import Undefined
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.field import StrawberryField
 
 T = TypeVar("T")
+# Where Strawberry keeps a GraphQL field's or object type's definition (a type's Python
+# class is its `origin`).
 DEFINITION = "strawberry-definition"
 TYPENAME = "__typename"
 
@@ -121,17 +124,18 @@ class PlainDataExecution(StrawberryGraphQLCoreExecutionContext):
             self._completers[key] = self._build(field_type, field_details_list)
         return self._completers[key]
 
-    def _build(self, field_type: GraphQLOutputType, field_details_list: Any) -> Completer | None:
+    def _build(
+        self, field_type: GraphQLOutputType, field_details_list: Any, non_null: bool = False
+    ) -> Completer | None:
         """A function from the field's value to its completed value (or FALLBACK), built
         once per selection; None if anything under the field is not plain data."""
         if isinstance(field_type, GraphQLNonNull):
-            inner = self._build(field_type.of_type, field_details_list)
-            return None if inner is None else _non_null(inner)
+            return self._build(field_type.of_type, field_details_list, non_null=True)
+        if isinstance(field_type, GraphQLScalarType | GraphQLEnumType):
+            return _leaf(field_type, non_null)
         if isinstance(field_type, GraphQLList):
             item = self._completer(field_type.of_type, field_details_list)
-            return None if item is None else _nullable(_list_of(item))
-        if isinstance(field_type, GraphQLScalarType | GraphQLEnumType):
-            return _nullable(_leaf(field_type))
+            return None if item is None else _list_of(item, non_null)
         if not isinstance(field_type, GraphQLObjectType):
             return None  # interfaces and unions resolve their type at run time
         grouped, defer_usages, _ = self.collect_subfields(field_type, field_details_list)
@@ -151,53 +155,58 @@ class PlainDataExecution(StrawberryGraphQLCoreExecutionContext):
             if complete is None:
                 return None
             fields.append((response_name, attribute, complete))
-        return _nullable(_object(field_type, fields))
+        return _object(field_type, fields, non_null)
 
 
-def _non_null(inner: Completer) -> Completer:
-    # `inner` is the nullable form: its null is the error graphql-core reports.
+# Each completer handles its own null: None for a nullable position; FALLBACK for a non-null
+# one, so graphql-core's path reports the error with its location.
+
+
+def _leaf(leaf_type: GraphQLScalarType | GraphQLEnumType, non_null: bool) -> Completer:
+    coerce = leaf_type.coerce_output_value
+    null = FALLBACK if non_null else None
+
     def complete(value: Any) -> Any:
-        completed = inner(value)
-        return FALLBACK if completed is None else completed
+        if value is None:
+            return null
+        coerced = coerce(value)  # raises on a value the type cannot serialize
+        return FALLBACK if coerced is None or coerced is Undefined else coerced
 
     return complete
 
 
-def _nullable(complete_value: Completer) -> Completer:
-    def complete(value: Any) -> Any:
-        return None if value is None else complete_value(value)
-
-    return complete
-
-
-def _leaf(leaf_type: GraphQLScalarType | GraphQLEnumType) -> Completer:
-    # Raises on a value the type cannot serialize: the ordinary path reports it.
-    complete_leaf_value = PlainDataExecution.complete_leaf_value
+def _list_of(item: Completer, non_null: bool) -> Completer:
+    null = FALLBACK if non_null else None
 
     def complete(value: Any) -> Any:
-        return complete_leaf_value(leaf_type, value)
-
-    return complete
-
-
-def _list_of(item: Completer) -> Completer:
-    def complete(value: Any) -> Any:
+        if value is None:
+            return null
         if not isinstance(value, list | tuple):
             return FALLBACK
         items = [item(each) for each in value]
-        return FALLBACK if any(each is FALLBACK for each in items) else items
+        return FALLBACK if FALLBACK in items else items
 
     return complete
 
 
 def _object(
-    object_type: GraphQLObjectType, fields: list[tuple[str, str, Completer | None]]
+    object_type: GraphQLObjectType, fields: list[tuple[str, str, Completer | None]], non_null: bool
 ) -> Completer:
-    # Strawberry's is_type_of checks the Python type and ignores its info argument.
+    null = FALLBACK if non_null else None
     is_type_of = object_type.is_type_of
+    definition = (object_type.extensions or {}).get(DEFINITION)
+    # An instance of the type's own class needs no is_type_of call (Strawberry's checks the
+    # Python type, and ignores its info argument).
+    own_class = getattr(definition, "origin", None)
 
     def complete(value: Any) -> Any:
-        if is_type_of is not None and is_type_of(value, None) is not True:  # type: ignore[arg-type]
+        if value is None:
+            return null
+        if (
+            is_type_of is not None
+            and type(value) is not own_class
+            and is_type_of(value, None) is not True  # type: ignore[arg-type]
+        ):
             return FALLBACK
         result: dict[str, Any] = {}
         for response_name, attribute, complete_field in fields:
