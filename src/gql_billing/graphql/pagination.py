@@ -156,4 +156,4 @@ async def _fetch(
     session: AsyncSession, query: Select[Any], params: dict[str, Any], entities: bool
 ) -> list[Any]:
     result = await session.execute(query, params)
-    return list(result.scalars() if entities else result)
+    return list(result.scalars().all() if entities else result.all())

@@ -176,6 +176,45 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
+STREAMING_MEDIA = ("text/event-stream", "multipart/mixed")
+
+
+def plain_json_post(request: Request, body: bytes) -> GraphQLRequestData | None:
+    """The request as one well-formed GraphQL operation in a JSON POST, not asking for a
+    streamed answer; None for anything else (Strawberry's own parsing then handles it, and
+    its refusals)."""
+    if request.method != "POST":
+        return None
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() != JSON:
+        return None
+    accept = request.headers.get("accept", "").lower()
+    if any(media in accept for media in STREAMING_MEDIA):
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    query, variables = data.get("query"), data.get("variables")
+    operation_name, extensions = data.get("operationName"), data.get("extensions")
+    if (
+        not isinstance(query, str)
+        or not isinstance(variables, dict | None)
+        or not isinstance(operation_name, str | None)
+        or not isinstance(extensions, dict | None)
+    ):
+        return None
+    return GraphQLRequestData(
+        query=query,
+        variables=variables,
+        operation_name=operation_name,
+        extensions=extensions,
+        protocol="http",
+    )
+
+
 def replay(body: bytes, receive: Receive) -> Receive:
     """A receive channel that hands Strawberry the body already read, then the real one."""
     pending = True
@@ -226,7 +265,12 @@ class BillingGraphQL(GraphQL[Context, None]):
             return
         principal, body = outcome
         scope.setdefault("state", {})["principal"] = principal
-        response = await self._respond(Request(scope, replay(body, receive)), media_type)
+        request = Request(scope, replay(body, receive))
+        plain = plain_json_post(request, body)
+        if plain is not None:
+            response = await self._respond_directly(request, media_type, plain)
+        else:
+            response = await self._respond(request, media_type)
         await response(scope, receive, send)
         await self._record_use(principal)
 
@@ -247,6 +291,31 @@ class BillingGraphQL(GraphQL[Context, None]):
         if body is None:
             return too_large(self.max_body_bytes, media_type)
         return principal, body
+
+    async def _respond_directly(
+        self, request: Request, media_type: str, request_data: GraphQLRequestData
+    ) -> Response:
+        """What Strawberry's `run` does for a single JSON POST over plain HTTP, minus the
+        steps that cannot apply to one (websockets, the IDE, form and query-string parsing,
+        streaming): the same hooks, so the answer is the same."""
+        adapter = self.request_adapter_class(request)
+        sub_response = await self.get_sub_response(request)
+        context = await self.get_context(request, response=sub_response)
+        try:
+            result = await self.execute_operation(
+                request, adapter, request_data, context, None, sub_response
+            )
+        except HTTPException as error:
+            return refused(error, request.method, media_type)
+        except PersistedQueryRefused as error:
+            return error_response(400, error.message, "BAD_REQUEST", media_type=media_type)
+        # Only a streaming Accept header or incremental delivery (neither here) gives more.
+        assert isinstance(result, ExecutionResult)
+        response_data = await self.process_result(request, result)
+        response = self.create_response(response_data=response_data, sub_response=sub_response)
+        if media_type == GRAPHQL_RESPONSE_JSON:
+            response.headers["content-type"] = GRAPHQL_RESPONSE_JSON
+        return response
 
     async def _respond(self, request: Request, media_type: str) -> Response:
         try:
