@@ -10,8 +10,10 @@ from urllib.parse import urljoin
 
 import httpx
 import pytest
+from starlette.requests import Request
 
 from conftest import Factory, Org
+from gql_billing.graphql import view
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 VALID = "{ viewer { scopes } }"
@@ -153,3 +155,64 @@ async def test_the_playground_loads_every_file_from_the_app(
         assert response.status_code == 200, path
         digest = base64.b64encode(hashlib.sha384(response.content).digest()).decode()
         assert f"sha384-{digest}" == integrity, path
+
+
+@pytest.mark.parametrize("accept", [None, "application/json", GRAPHQL_RESPONSE])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ wallet { availableCredits } transactions(first: 3) { edges { cursor } } }",
+        INVALID,
+        "{ transactions(first: -1) { edges { cursor } } }",
+        "mutation { topup(input: {amountCredits: 1}) { __typename } }",
+        "{ wallet { balanceCredits } ",
+    ],
+)
+async def test_a_json_post_answers_as_the_general_path_does(
+    org: Org,
+    make: Factory,
+    http: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    accept: str | None,
+    query: str,
+) -> None:
+    # A plain JSON POST takes a shorter way to execution; switched off, the same request
+    # takes Strawberry's whole request handling. Same status, type and body either way.
+    headers = {"Authorization": f"Bearer {org.token}"}
+    if accept:
+        headers["Accept"] = accept
+    url = make.app.graphql_url
+    direct = await http.post(url, json={"query": query}, headers=headers)
+    monkeypatch.setattr(view, "plain_json_post", lambda *_: None)
+    general = await http.post(url, json={"query": query}, headers=headers)
+    assert (direct.status_code, direct.headers["content-type"]) == (
+        general.status_code,
+        general.headers["content-type"],
+    )
+    assert direct.json() == general.json()
+    assert direct.status_code in (200, 400)
+
+
+def test_only_a_single_json_operation_takes_the_short_way() -> None:
+    def post(body: bytes, content_type: str = "application/json", **headers: str) -> object:
+        scope = {
+            "type": "http",
+            "method": headers.pop("method", "POST"),
+            "headers": [
+                (b"content-type", content_type.encode()),
+                *((k.encode(), v.encode()) for k, v in headers.items()),
+            ],
+        }
+        return view.plain_json_post(Request(scope), body)
+
+    assert post(b'{"query": "{ viewer { scopes } }", "variables": null}') is not None
+    assert post(b'{"query": "{ a }"}', "application/json; charset=utf-8") is not None
+    assert post(b'{"query": "{ a }"}', method="GET") is None
+    assert post(b'{"query": "{ a }"}', "application/graphql") is None
+    assert post(b'[{"query": "{ a }"}]') is None  # a batch
+    assert post(b'{"query": "{ a }"') is None  # not JSON
+    assert post(b'{"extensions": {"persistedQuery": {}}}') is None  # no query text
+    assert post(b'{"query": "{ a }", "variables": [1]}') is None
+    assert post(b'{"query": "{ a }", "operationName": 5}') is None
+    assert post(b'{"query": "{ a }"}', accept="text/event-stream") is None
+    assert post(b'{"query": "{ a }"}', accept="multipart/mixed") is None
