@@ -143,6 +143,9 @@ def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> Non
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+CLIENT_CLOSED_REQUEST = 499
+
+
 def accepted_request_id(value: str | None) -> str | None:
     """A client's X-Request-Id if it is safe to echo and log: printable ASCII, 1–128 chars."""
     if value and len(value) <= MAX_REQUEST_ID_LENGTH and value.isascii() and value.isprintable():
@@ -165,11 +168,12 @@ class RequestContext:
         request_id = accepted_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
         request_id = request_id or uuid.uuid4().hex
         status = 500  # what the client sees if the app raises before answering
+        answered = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
@@ -180,6 +184,10 @@ class RequestContext:
         started = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_id)
+            if not answered:
+                # The app stops without an answer only when the client went away mid-request:
+                # nginx's 499, not a server error.
+                status = CLIENT_CLOSED_REQUEST
         finally:
             self._finish(scope, status, time.perf_counter() - started)
             structlog.contextvars.clear_contextvars()

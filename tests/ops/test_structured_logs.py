@@ -3,6 +3,7 @@ never a secret, whatever the request carried."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -133,3 +134,33 @@ async def test_every_answer_carries_a_request_id(make: Factory, http: httpx.Asyn
     assert unauthenticated.status_code == 401 and missing.status_code == 404
     ids = {unauthenticated.headers["x-request-id"], missing.headers["x-request-id"]}
     assert len(ids) == 2
+
+
+async def test_a_client_gone_mid_request_is_logged_as_499_not_500(
+    make: Factory, log_output: io.StringIO
+) -> None:
+    # given a client that sends its headers and part of a declared body, then hangs up
+    org = await make.org()
+    url = httpx.URL(make.app.graphql_url)
+    _, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(
+        (
+            f"POST /graphql HTTP/1.1\r\nHost: {url.host}\r\n"
+            f"Authorization: Bearer {org.token}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 200\r\nX-Request-Id: gone-away\r\n\r\n"
+            '{"query": "{ wall'
+        ).encode()
+    )
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+    # then its access line says the client closed the request, and nothing says 500
+    for _ in range(100):
+        mine = [x for x in lines(log_output) if x.get("request_id") == "gone-away"]
+        if any(x.get("event") == "request" for x in mine):
+            break
+        await asyncio.sleep(0.05)
+    access = [x for x in mine if x.get("event") == "request"]
+    assert [(x["path"], x["status"]) for x in access] == [("/graphql", 499)]
+    assert not any(x.get("status") == 500 for x in lines(log_output))
