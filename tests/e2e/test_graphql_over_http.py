@@ -183,7 +183,7 @@ async def test_a_json_post_answers_as_the_general_path_does(
         headers["Accept"] = accept
     url = make.app.graphql_url
     direct = await http.post(url, json={"query": query}, headers=headers)
-    monkeypatch.setattr(view, "plain_json_post", lambda *_: None)
+    monkeypatch.setattr(view, "single_json_post", lambda *_: None)
     general = await http.post(url, json={"query": query}, headers=headers)
     assert (direct.status_code, direct.headers["content-type"]) == (
         general.status_code,
@@ -203,7 +203,7 @@ def test_only_a_single_json_operation_takes_the_short_way() -> None:
                 *((k.encode(), v.encode()) for k, v in headers.items()),
             ],
         }
-        return view.plain_json_post(Request(scope), body)
+        return view.single_json_post(Request(scope), body)
 
     assert post(b'{"query": "{ viewer { scopes } }", "variables": null}') is not None
     assert post(b'{"query": "{ a }"}', "application/json; charset=utf-8") is not None

@@ -127,13 +127,12 @@ class RecordOutcome(FieldExtension):
 
 
 def record_root_outcomes(*root_types: type) -> None:
-    """Add RecordOutcome to every query and mutation root field, outermost (Strawberry runs
+    """Add RecordOutcome to every field of these root types (queries and mutations; a
+    subscription's outcome is its operation's), outermost (Strawberry runs
     the last extension first), so a permission refusal is counted too. Idempotent: root
     fields are shared by every schema built in the process."""
     for root_type in root_types:
         definition = get_object_definition(root_type, strict=True)
-        if definition.name == "Subscription":
-            continue
         for field in definition.fields:
             if not any(isinstance(extension, RecordOutcome) for extension in field.extensions):
                 field.extensions.append(RecordOutcome())

@@ -126,7 +126,7 @@ def build_schema(
     caches: list[Callable[[], SchemaExtension]] = [ParserCache, ValidationCache]
     query = merge_types("Query", (Query, SpendQuery))
     mutation = merge_types("Mutation", (Mutation, SpendMutation))
-    record_root_outcomes(query, mutation, Subscription)
+    record_root_outcomes(query, mutation)
     schema = BillingSchema(
         query=query,
         mutation=mutation,

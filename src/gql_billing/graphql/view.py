@@ -179,7 +179,7 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
 STREAMING_MEDIA = ("text/event-stream", "multipart/mixed")
 
 
-def plain_json_post(request: Request, body: bytes) -> GraphQLRequestData | None:
+def single_json_post(request: Request, body: bytes) -> GraphQLRequestData | None:
     """The request as one well-formed GraphQL operation in a JSON POST, not asking for a
     streamed answer; None for anything else (Strawberry's own parsing then handles it, and
     its refusals)."""
@@ -266,11 +266,7 @@ class BillingGraphQL(GraphQL[Context, None]):
         principal, body = outcome
         scope.setdefault("state", {})["principal"] = principal
         request = Request(scope, replay(body, receive))
-        plain = plain_json_post(request, body)
-        if plain is not None:
-            response = await self._respond_directly(request, media_type, plain)
-        else:
-            response = await self._respond(request, media_type)
+        response = await self._respond(request, media_type, single_json_post(request, body))
         await response(scope, receive, send)
         await self._record_use(principal)
 
@@ -292,34 +288,15 @@ class BillingGraphQL(GraphQL[Context, None]):
             return too_large(self.max_body_bytes, media_type)
         return principal, body
 
-    async def _respond_directly(
-        self, request: Request, media_type: str, request_data: GraphQLRequestData
+    async def _respond(
+        self, request: Request, media_type: str, single: GraphQLRequestData | None
     ) -> Response:
-        """What Strawberry's `run` does for a single JSON POST over plain HTTP, minus the
-        steps that cannot apply to one (websockets, the IDE, form and query-string parsing,
-        streaming): the same hooks, so the answer is the same."""
-        adapter = self.request_adapter_class(request)
-        sub_response = await self.get_sub_response(request)
-        context = await self.get_context(request, response=sub_response)
+        """Strawberry's answer; for a single JSON POST (`single`), by the shorter way."""
         try:
-            result = await self.execute_operation(
-                request, adapter, request_data, context, None, sub_response
-            )
-        except HTTPException as error:
-            return refused(error, request.method, media_type)
-        except PersistedQueryRefused as error:
-            return error_response(400, error.message, "BAD_REQUEST", media_type=media_type)
-        # Only a streaming Accept header or incremental delivery (neither here) gives more.
-        assert isinstance(result, ExecutionResult)
-        response_data = await self.process_result(request, result)
-        response = self.create_response(response_data=response_data, sub_response=sub_response)
-        if media_type == GRAPHQL_RESPONSE_JSON:
-            response.headers["content-type"] = GRAPHQL_RESPONSE_JSON
-        return response
-
-    async def _respond(self, request: Request, media_type: str) -> Response:
-        try:
-            response = await self.run(request)
+            if single is not None:
+                response = await self._run_single(request, single)
+            else:
+                response = await self.run(request)
         except HTTPException as error:
             return refused(error, request.method, media_type)
         except PersistedQueryRefused as error:
@@ -327,6 +304,21 @@ class BillingGraphQL(GraphQL[Context, None]):
         if media_type == GRAPHQL_RESPONSE_JSON and response.media_type == JSON:
             response.headers["content-type"] = GRAPHQL_RESPONSE_JSON
         return response
+
+    async def _run_single(self, request: Request, request_data: GraphQLRequestData) -> Response:
+        """What Strawberry's `run` does for a single JSON POST over plain HTTP, minus the
+        steps that cannot apply to one (websockets, the IDE, form and query-string parsing,
+        streaming): the same hooks, so the answer is the same."""
+        adapter = self.request_adapter_class(request)
+        sub_response = await self.get_sub_response(request)
+        context = await self.get_context(request, response=sub_response)
+        result = await self.execute_operation(
+            request, adapter, request_data, context, None, sub_response
+        )
+        # Only a streaming Accept header or incremental delivery (neither here) gives more.
+        assert isinstance(result, ExecutionResult)
+        response_data = await self.process_result(request, result)
+        return self.create_response(response_data=response_data, sub_response=sub_response)
 
     # -- Strawberry's hooks ---------------------------------------------------------------------
 
