@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The node clients of the conformance and browser tests (tests/clients/package-lock.json).
+CLIENTS := tests/clients
+NODE_STAMP := $(CLIENTS)/node_modules/.installed
 
 .PHONY: demo test test-sqlite test-postgres lint typecheck format serve schema clean bench \
 	graphiql-assets
@@ -13,6 +16,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Installed once, before the two suites start side by side (each suite used to install
+# into the same folder and could wipe the other's packages mid-run). Without npm the
+# client tests say so and skip (CI requires them).
+$(NODE_STAMP): $(CLIENTS)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		echo "npm ci in $(CLIENTS)"; \
+		(cd $(CLIENTS) && npm ci --no-audit --no-fund --loglevel=error) && touch $@; \
+	else \
+		echo "npm not found: the node client tests (tests/clients) will be skipped"; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/gql-billing demo
@@ -26,16 +40,16 @@ typecheck: $(STAMP)
 
 # Both backends at once (their own Stripe emulators and databases): the machine has idle
 # cores while one suite waits on HTTP and the database. Each suite's output comes whole.
-test: lint typecheck
+test: lint typecheck $(NODE_STAMP)
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
 
-test-sqlite: $(STAMP)
+test-sqlite: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -q
 
 # The same suite on PostgreSQL when it is reachable (GQL_BILLING_TEST_PG_DSN, default
 # postgresql://postgres@127.0.0.1:5432/test); CI sets GQL_BILLING_REQUIRE_POSTGRES=1 so a
 # missing server fails the run instead of skipping it.
-test-postgres: $(STAMP)
+test-postgres: $(STAMP) $(NODE_STAMP)
 	@if PYTHONPATH=tests $(BIN)/python -m support.pg_ready; then \
 		GQL_BILLING_TEST_BACKEND=postgresql $(BIN)/pytest -q; \
 	elif [ -n "$$GQL_BILLING_REQUIRE_POSTGRES" ]; then \
