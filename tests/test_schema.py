@@ -9,10 +9,9 @@ from graphql import build_schema, find_breaking_changes
 from gql_billing.graphql.schema import build_schema as build_app_schema
 
 ROOT = Path(__file__).resolve().parent.parent
-# The shared contract beside the checkout when there is one (it may be refined), else the
-# copy kept with the tests.
-SHARED_CONTRACT = ROOT.parent / "shared" / "contract.graphql"
-CONTRACT = SHARED_CONTRACT if SHARED_CONTRACT.exists() else ROOT / "tests/contract/contract.graphql"
+# The public contract as this repository promises it: the copy kept with the tests (a test
+# must not depend on files outside the checkout, which differ from machine to machine).
+CONTRACT = ROOT / "tests/contract/contract.graphql"
 
 
 def test_committed_schema_is_the_exported_schema() -> None:
