@@ -31,6 +31,7 @@ from . import reads, report, seed, servers, topups, writes, wrk
 from .machine import machine_info, schema_caches
 from .reads import AVAILABLE, TRANSACTIONS
 from .stats import summary
+from .write_check import check_same_writes
 
 HERE = Path(__file__).resolve().parent
 
@@ -230,6 +231,15 @@ class Bench:
         large = backend.name == "sqlite" and large_entries > 0
         results["read"], read_ratios, before_ratios = self.read(up, data, large)
         results["peak_rss_mb"] = {s.name: round(s.peak_rss_mb(), 1) for s in self.started}
+        check_same_writes(
+            up["graphql"],
+            up["raw"],
+            service_token=data.service_token,
+            org_global_id=data.writes.global_id,
+            org_pk=data.writes.pk,
+            database_url=backend.database_url,
+        )
+        self.log(f"{backend.name}: raw write routes leave the same rows as GraphQL")
         results["write"], write_ratios = writes.measure(
             up["graphql"],
             up["raw"],
