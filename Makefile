@@ -70,8 +70,9 @@ schema: $(STAMP)
 graphiql-assets: $(STAMP)
 	$(BIN)/python -m gql_billing.graphql.playground
 
-# Benchmarks (bench/README.md): about 6 minutes; never part of `make test`. Installs wrk
-# with apt-get when it is missing (needs root; otherwise install it yourself).
+# Benchmarks (bench/README.md): about 10 minutes, SQLite then PostgreSQL; never part of
+# `make test`. Installs wrk with apt-get when it is missing (needs root; otherwise install it
+# yourself).
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk || \
 		{ apt-get update && apt-get install -y wrk; }

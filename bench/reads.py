@@ -43,35 +43,52 @@ def graphql(server: servers.Server, token: str, document: str) -> Scenario:
     return Scenario(server, f"{server.base_url}/graphql", script)
 
 
-def plain(server: servers.Server, token: str, path: str) -> Scenario:
+def plain(server: servers.Server, token: str, path: str, *, prefix: str = "plain") -> Scenario:
+    """A GET of the plain routes (`/plain/...`) or the raw baseline's (`/raw/...`)."""
     headers = {"Authorization": f"Bearer {token}"}
     script = wrk.request_script(method="GET", headers=headers, body=None)
-    return Scenario(server, f"{server.base_url}/plain/{path}", script)
+    return Scenario(server, f"{server.base_url}/{prefix}/{path}", script)
 
 
 def scenarios(
     *,
     graphql_servers: Mapping[str, servers.Server],
     plain_app: servers.Server,
-    plain_bare: servers.Server,
+    plain_bare: servers.Server | None,
+    raw: servers.Server,
+    workers_2: servers.Server | None,
     small_token: str,
     large_token: str,
+    large: bool,
 ) -> dict[str, Scenario]:
-    """Every variant by name; `graphql_servers` maps a name prefix to a GraphQL server."""
+    """Every variant by name; `graphql_servers` maps a name prefix to a GraphQL server.
+
+    `plain_bare` (the bare plain routes), `workers_2` (GraphQL served by two processes) and
+    `large` (the 1,000,000-entry organization) are measured where they are given."""
     found: dict[str, Scenario] = {}
     for prefix, server in graphql_servers.items():
         found |= {
             f"{prefix}graphql_transactions_1k": graphql(server, small_token, TRANSACTIONS),
             f"{prefix}graphql_available": graphql(server, small_token, AVAILABLE),
-            f"{prefix}graphql_transactions_1m": graphql(server, large_token, TRANSACTIONS),
         }
-    return found | {
+        if large:
+            found[f"{prefix}graphql_transactions_1m"] = graphql(server, large_token, TRANSACTIONS)
+    found |= {
         "plain_app_transactions_1k": plain(plain_app, small_token, "transactions"),
-        "plain_bare_transactions_1k": plain(plain_bare, small_token, "transactions"),
         "plain_app_available": plain(plain_app, small_token, "available"),
-        "plain_bare_available": plain(plain_bare, small_token, "available"),
-        "plain_app_transactions_1m": plain(plain_app, large_token, "transactions"),
+        "raw_transactions_1k": plain(raw, small_token, "transactions", prefix="raw"),
+        "raw_available": plain(raw, small_token, "available", prefix="raw"),
     }
+    if plain_bare is not None:
+        found |= {
+            "plain_bare_transactions_1k": plain(plain_bare, small_token, "transactions"),
+            "plain_bare_available": plain(plain_bare, small_token, "available"),
+        }
+    if large:
+        found["plain_app_transactions_1m"] = plain(plain_app, large_token, "transactions")
+    if workers_2 is not None:
+        found["graphql_workers_2_transactions_1k"] = graphql(workers_2, small_token, TRANSACTIONS)
+    return found
 
 
 def measure(scenario: Scenario, *, seconds: float, connections: int) -> Measured:
@@ -99,10 +116,9 @@ def figures(rounds: list[Round]) -> dict[str, Any]:
 
 
 def ratios(rounds: list[Round], prefix: str = "") -> dict[str, float]:
-    """The read ratios of one GraphQL server (by its prefix): medians of per-round ratios."""
-
-    def median(get: Callable[[Round], float]) -> float:
-        return round(statistics.median(get(r) for r in rounds), 3)
+    """The read ratios of one GraphQL server (by its prefix): medians of per-round ratios,
+    each one where its variants were measured."""
+    measured = rounds[0]
 
     def rps(r: Round, name: str) -> float:
         return r[name].load.rps
@@ -110,17 +126,35 @@ def ratios(rounds: list[Round], prefix: str = "") -> dict[str, float]:
     def cpu(r: Round, name: str) -> float:
         return r[name].cpu_ms
 
+    def p99(r: Round, name: str) -> float:
+        return r[name].load.p99_ms
+
+    def p50(r: Round, name: str) -> float:
+        return r[name].load.p50_ms
+
     txn, available, large = (
         f"{prefix}graphql_transactions_1k",
         f"{prefix}graphql_available",
         f"{prefix}graphql_transactions_1m",
     )
+    # (ratio, figure, numerator variant, denominator variant)
+    wanted: list[tuple[str, Callable[[Round, str], float], str, str]] = [
+        ("read_path", rps, txn, "plain_app_transactions_1k"),
+        ("read_path_bare", rps, txn, "plain_bare_transactions_1k"),
+        ("read_path_cpu", cpu, "plain_app_transactions_1k", txn),
+        ("read_path_raw", rps, txn, "raw_transactions_1k"),
+        ("read_path_raw_p99", p99, txn, "raw_transactions_1k"),
+        ("available", rps, available, "plain_app_available"),
+        ("available_bare", rps, available, "plain_bare_available"),
+        ("available_cpu", cpu, "plain_app_available", available),
+        ("available_raw", rps, available, "raw_available"),
+        ("available_raw_p99", p99, available, "raw_available"),
+        ("scale", p50, large, txn),
+    ]
+    if not prefix:
+        wanted.append(("workers_2_over_1", rps, "graphql_workers_2_transactions_1k", txn))
     return {
-        "read_path": median(lambda r: rps(r, txn) / rps(r, "plain_app_transactions_1k")),
-        "read_path_bare": median(lambda r: rps(r, txn) / rps(r, "plain_bare_transactions_1k")),
-        "read_path_cpu": median(lambda r: cpu(r, "plain_app_transactions_1k") / cpu(r, txn)),
-        "available": median(lambda r: rps(r, available) / rps(r, "plain_app_available")),
-        "available_bare": median(lambda r: rps(r, available) / rps(r, "plain_bare_available")),
-        "available_cpu": median(lambda r: cpu(r, "plain_app_available") / cpu(r, available)),
-        "scale": median(lambda r: r[large].load.p50_ms / r[txn].load.p50_ms),
+        key: round(statistics.median(figure(r, top) / figure(r, bottom) for r in rounds), 3)
+        for key, figure, top, bottom in wanted
+        if top in measured and bottom in measured
     }

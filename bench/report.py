@@ -13,10 +13,17 @@ GOALS = {
     "available": "",
     "available_bare": "",
     "available_cpu": "",
+    "read_path_raw": ">= 0.5",
+    "read_path_raw_p99": "<= 3",
+    "available_raw": ">= 0.5",
+    "available_raw_p99": "<= 3",
     "scale": "<= 1.2",
     "write_path": "",
+    "write_path_raw": ">= 0.33",
     "concurrent_topups": "< 3",
     "concurrent_topups_emulator_floor": "",
+    "concurrent_topups_over_floor": "<= 1.5",
+    "workers_2_over_1": "",
 }
 MEANING = {
     "read_path": "GraphQL req/s ÷ plain route req/s, same middleware (wallet + 20 transactions)",
@@ -26,11 +33,19 @@ MEANING = {
     "available": "`{ wallet { availableCredits } }`: GraphQL ÷ plain route (same middleware)",
     "available_bare": "the same against the bare route",
     "available_cpu": "the same as a CPU-per-request ratio",
+    "read_path_raw": "GraphQL req/s ÷ the raw route's (hand-written, driver only), same JSON",
+    "read_path_raw_p99": "GraphQL p99 ÷ the raw route's p99 (wallet + 20 transactions)",
+    "available_raw": "`{ wallet { availableCredits } }`: GraphQL req/s ÷ the raw route's",
+    "available_raw_p99": "the same as a p99 ratio (GraphQL ÷ raw)",
     "scale": "GraphQL p50 with 1,000,000 ledger entries ÷ p50 with 1,000",
     "write_path": "GraphQL reserve+capture pairs/s ÷ the same writes over bare aiosqlite",
+    "write_path_raw": "GraphQL reserve+capture pairs/s ÷ the raw HTTP routes' (same writes)",
     "concurrent_topups": "wall time of 32 concurrent top-ups ÷ one (100 ms Stripe latency)",
     "concurrent_topups_emulator_floor": "the same for 32 bare PaymentIntents sent straight to the "
     "proxy: what the emulator allows before any gateway code runs",
+    "concurrent_topups_over_floor": "`concurrent_topups` ÷ `concurrent_topups_emulator_floor`, "
+    "per round: what the gateway adds above the emulator's own limit",
+    "workers_2_over_1": "GraphQL read path req/s, `serve --workers 2` ÷ one worker",
 }
 READ_LABELS = {
     "graphql_transactions_1k": "GraphQL, wallet + 20 transactions (1k entries)",
@@ -41,11 +56,18 @@ READ_LABELS = {
     "graphql_available": "GraphQL, `{ wallet { availableCredits } }`",
     "plain_app_available": "plain route + app middleware, available",
     "plain_bare_available": "plain route, bare Starlette, available",
+    "raw_transactions_1k": "raw route (Starlette + driver, hand-written), same JSON (1k)",
+    "raw_available": "raw route (Starlette + driver, hand-written), available",
+    "graphql_workers_2_transactions_1k": "GraphQL, `serve --workers 2`, wallet + 20 transactions",
 }
 
 
 def ratios_line(results: dict[str, Any]) -> str:
-    return "ratios: " + ", ".join(f"{k}={v}" for k, v in results["ratios"].items())
+    line = "ratios (SQLite): " + ", ".join(f"{k}={v}" for k, v in results["ratios"].items())
+    if "postgresql" in results:
+        pg = results["postgresql"]["ratios"]
+        line += "\nratios (PostgreSQL): " + ", ".join(f"{k}={v}" for k, v in pg.items())
+    return line
 
 
 def write(results: dict[str, Any], *, json_path: Path, md_path: Path) -> None:
@@ -64,7 +86,6 @@ def _fmt_runs(values: list[float]) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    before = results.get("ratios_before")
     m = results["machine"]
     s = results["settings"]
     caches = ", ".join(f"{k} {'on' if v else 'OFF'}" for k, v in results["schema_caches"].items())
@@ -80,14 +101,22 @@ def markdown(results: dict[str, Any]) -> str:
         f"- Python {m['python']}; {packages}; {m['wrk']}",
         f"- Code: commit {m['git_commit']}"
         + (" plus uncommitted changes in src/" if m["src_modified_since_commit"] else ""),
-        f"- Schema: {caches}; env=production; one uvicorn worker per server",
+        f"- Schema: {caches}; env=production; one uvicorn worker per server unless named",
         f"- Every figure: median of {s['rounds']} interleaved runs of {s['seconds_per_run']:g} s; "
         f"reads with wrk 1 thread × {s['read_connections']} connections, writes with "
         f"{s['write_connections']} connections; ratios are the median of per-round ratios.",
         "",
-        "## Ratios",
-        "",
     ]
+    out += _section(results, s, "SQLite", level="##")
+    if "postgresql" in results:
+        out += _section(results["postgresql"], s, "PostgreSQL", level="##")
+    return "\n".join(out)
+
+
+def _section(results: dict[str, Any], s: dict[str, Any], backend: str, *, level: str) -> list[str]:
+    before = results.get("ratios_before")
+    sub = level + "#"
+    out = [f"{level} {backend}", "", f"{sub} Ratios", ""]
     header = "| ratio | measured | goal | meaning |"
     rule = "|---|---|---|---|"
     if before is not None:
@@ -102,7 +131,7 @@ def markdown(results: dict[str, Any]) -> str:
         out.append("| " + " | ".join(cells) + " |")
     out += [
         "",
-        "## Read path",
+        f"{sub} Read path",
         "",
         "| variant | req/s | p50 ms | p99 ms | server CPU ms/req | req/s per run |",
         "|---|---|---|---|---|---|",
@@ -126,16 +155,24 @@ def markdown(results: dict[str, Any]) -> str:
     floor_key = next(k for k in t if k.startswith("emulator_concurrent_"))
     out += [
         "",
-        "## Write path (reserveCredits + captureReservation, SQLite)",
+        f"{sub} Write path (reserveCredits + captureReservation)",
         "",
         "| variant | pairs/s | per run |",
         "|---|---|---|",
         f"| GraphQL over HTTP | {w['graphql_pairs_per_s']['median']:g} | "
         f"{_fmt_runs(w['graphql_pairs_per_s']['runs'])} |",
-        f"| the same writes, bare aiosqlite, one process | "
-        f"{w['direct_pairs_per_s']['median']:g} | {_fmt_runs(w['direct_pairs_per_s']['runs'])} |",
+        f"| raw HTTP routes (Starlette + driver, hand-written) | "
+        f"{w['raw_pairs_per_s']['median']:g} | {_fmt_runs(w['raw_pairs_per_s']['runs'])} |",
+    ]
+    if "direct_pairs_per_s" in w:
+        out.append(
+            f"| the same writes, bare aiosqlite, one process | "
+            f"{w['direct_pairs_per_s']['median']:g} | "
+            f"{_fmt_runs(w['direct_pairs_per_s']['runs'])} |"
+        )
+    out += [
         "",
-        f"## Top-ups ({s['stripe_latency_seconds'] * 1000:g} ms injected on every Stripe call)",
+        f"{sub} Top-ups ({s['stripe_latency_seconds'] * 1000:g} ms injected on every Stripe call)",
         "",
         "| variant | wall s | per run |",
         "|---|---|---|",
@@ -147,7 +184,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"| {s['concurrent_topups']} concurrent bare PaymentIntents | "
         f"{t[floor_key]['median']:g} | {_fmt_runs(t[floor_key]['runs'])} |",
         "",
-        "## Memory and start-up",
+        f"{sub} Memory and start-up",
         "",
         "| server | peak RSS MB (after the read load) | start-up to first answer, s | runs |",
         "|---|---|---|---|",
@@ -155,10 +192,11 @@ def markdown(results: dict[str, Any]) -> str:
     for name, startup in results["startup"].items():
         rss = results["peak_rss_mb"].get(name, "—")
         out.append(f"| {name} | {rss} | {startup['median']:g} | {_fmt_runs(startup['runs'])} |")
+    large = s["large_entries"] if backend == "SQLite" else s.get("postgresql_large_entries")
     out += [
         "",
-        f"Seeding ({s['large_entries']:,} + {s['small_entries']:,} entries, migrations "
+        f"Seeding ({large:,} + {s['small_entries']:,} entries, migrations "
         f"included): {results['seed_seconds']:g} s.",
         "",
     ]
-    return "\n".join(out)
+    return out

@@ -32,16 +32,41 @@ class Server:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def pids(self) -> list[int]:
+        """The server and its descendants (`--workers N` serves from child processes)."""
+        parents: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue  # gone meanwhile
+                parents.setdefault(ppid, []).append(int(entry.name))
+        found = [self.proc.pid]
+        for pid in found:
+            found.extend(parents.get(pid, []))
+        return found
+
     def peak_rss_mb(self) -> float:
-        """VmHWM: the most resident memory the process has had so far."""
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
-        return int(line.split()[1]) / 1024
+        """VmHWM: the most resident memory the process has had so far (summed over its
+        worker processes when it has any)."""
+        total_kb = 0
+        for pid in self.pids():
+            status = Path(f"/proc/{pid}/status").read_text()
+            line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
+            total_kb += int(line.split()[1])
+        return total_kb / 1024
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the process has used so far, all its threads."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time used so far, all threads of the server and its workers."""
+        ticks = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -163,8 +163,12 @@ def measure(
         "emulator_one_s": summary(runs["floor_one"], 3),
         f"emulator_concurrent_{concurrent}_s": summary(runs["floor_many"], 3),
     }
+    gateway = [many / one for many, one in zip(runs["many"], runs["one"], strict=True)]
+    floor = [many / one for many, one in zip(runs["floor_many"], runs["floor_one"], strict=True)]
     ratios = {
         "concurrent_topups": median_ratio(runs["many"], runs["one"], 2),
         "concurrent_topups_emulator_floor": median_ratio(runs["floor_many"], runs["floor_one"], 2),
+        # How far above what the emulator itself allows, each round against its own floor.
+        "concurrent_topups_over_floor": median_ratio(gateway, floor, 2),
     }
     return figures, ratios

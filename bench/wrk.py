@@ -39,7 +39,9 @@ end
 """
 
 # One reserve, then the capture of what it reserved, on each connection (one per thread, so
-# the thread's globals are that connection's state). `ok` counts captured pairs.
+# the thread's globals are that connection's state). `ok` counts captured pairs. The request
+# bodies and paths come first (GraphQL's or the raw routes'); both answers carry
+# `"reservation":{"id":"..."` and, once captured, `"status":"CAPTURED"`.
 _PAIRS = """
 local threads = {}
 function setup(thread)
@@ -50,23 +52,17 @@ function init(args)
   run, org = args[1], args[2]
   n, ok, bad, pending, last = 0, 0, 0, nil, nil
 end
-local RESERVE = '{"query":"mutation R($i: ReserveCreditsInput!) { reserveCredits(input: $i) ' ..
-  '{ __typename ... on ReservationCreated { reservation { id } } } }",' ..
-  '"variables":{"i":{"organizationId":"%s","amountCredits":1,"reference":"bench-%s-%d-%d",' ..
-  '"idempotencyKey":"bench-%s-%d-%d"}}}'
-local CAPTURE = '{"query":"mutation C($i: CaptureReservationInput!) { captureReservation(' ..
-  'input: $i) { __typename ... on ReservationCaptured { reservation { id status } } } }",' ..
-  '"variables":{"i":{"reservationId":"%s"}}}'
 function request()
   if pending ~= nil then
     last = "capture"
     local body = string.format(CAPTURE, pending)
     pending = nil
-    return wrk.format("POST", nil, nil, body)
+    return wrk.format("POST", CAPTURE_PATH, nil, body)
   end
   n = n + 1
   last = "reserve"
-  return wrk.format("POST", nil, nil, string.format(RESERVE, org, run, tid, n, run, tid, n))
+  local body = string.format(RESERVE, org, run, tid, n, run, tid, n)
+  return wrk.format("POST", RESERVE_PATH, nil, body)
 end
 function response(status, headers, body)
   if last == "reserve" then
@@ -78,6 +74,22 @@ function response(status, headers, body)
     bad = bad + 1
   end
 end
+"""
+_GRAPHQL_PAIR = """
+RESERVE_PATH, CAPTURE_PATH = "/graphql", "/graphql"
+RESERVE = '{"query":"mutation R($i: ReserveCreditsInput!) { reserveCredits(input: $i) ' ..
+  '{ __typename ... on ReservationCreated { reservation { id } } } }",' ..
+  '"variables":{"i":{"organizationId":"%s","amountCredits":1,"reference":"bench-%s-%d-%d",' ..
+  '"idempotencyKey":"bench-%s-%d-%d"}}}'
+CAPTURE = '{"query":"mutation C($i: CaptureReservationInput!) { captureReservation(' ..
+  'input: $i) { __typename ... on ReservationCaptured { reservation { id status } } } }",' ..
+  '"variables":{"i":{"reservationId":"%s"}}}'
+"""
+_RAW_PAIR = """
+RESERVE_PATH, CAPTURE_PATH = "/raw/reserve", "/raw/capture"
+RESERVE = '{"organizationId":"%s","amountCredits":1,"reference":"bench-%s-%d-%d",' ..
+  '"idempotencyKey":"bench-%s-%d-%d"}'
+CAPTURE = '{"reservationId":"%s"}'
 """
 
 
@@ -126,12 +138,13 @@ def request_script(*, method: str, headers: dict[str, str], body: str | None) ->
     return "\n".join(lines) + _CHECK + _DONE
 
 
-def pairs_script(*, token: str) -> str:
+def pairs_script(*, token: str, raw: bool = False) -> str:
+    """reserve+capture pairs through GraphQL, or (`raw`) through the raw baseline's routes."""
     headers = f"""
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {token}"
 """
-    return headers + _PAIRS + _DONE
+    return headers + (_RAW_PAIR if raw else _GRAPHQL_PAIR) + _PAIRS + _DONE
 
 
 def run(
