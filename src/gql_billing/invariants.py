@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from .db import Database
-from .money import MAX_CREDITS
+from .money import MAX_CREDITS, MAX_DAILY_CAP_AUD
 
 
 @dataclass(frozen=True)
@@ -175,10 +175,10 @@ _AMOUNT_COLUMNS: list[tuple[str, str, tuple[str, ...]]] = [
 
 def _amounts_in_range(dialect: str) -> _Invariant:
     """Rows holding an amount beyond ±(2^53 − 1) or, on SQLite (whose columns take any
-    type), one stored as anything but an integer; the daily cap is dollars, bounded so
-    its cents are too."""
+    type), one stored as anything but an integer; the daily cap (whole dollars) within
+    GraphQL's Int."""
     columns = [(label, source, c, MAX_CREDITS) for label, source, cs in _AMOUNT_COLUMNS for c in cs]
-    columns.append(("wallets", "wallets", "auto_daily_cap_aud", MAX_CREDITS // 100))
+    columns.append(("wallets", "wallets", "auto_daily_cap_aud", MAX_DAILY_CAP_AUD))
     selects = []
     for label, source, column, bound in columns:
         value = f"x.{column}"

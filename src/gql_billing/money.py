@@ -125,6 +125,9 @@ MAX_CHARGE_AUD_CENTS = 99_999_999
 # exactly, and what the `Credits` scalar accepts. Checked before writing, so no sum can reach
 # the 64-bit limit of the columns (nor SQLite's silent switch to floating point there).
 MAX_CREDITS = 2**53 - 1
+# The auto top-up daily cap is whole dollars in a GraphQL `Int` (32-bit), so it is bounded
+# there; its cents (cap * 100) are then far inside MAX_CREDITS.
+MAX_DAILY_CAP_AUD = 2**31 - 1
 
 
 def check_credits(value: int, field: str) -> int:

@@ -34,7 +34,7 @@ from ..models import (
     TopupTrigger,
     Wallet,
 )
-from ..money import MAX_CHARGE_AUD_CENTS, MAX_CREDITS, MIN_TOPUP_AUD_CENTS
+from ..money import MAX_CHARGE_AUD_CENTS, MAX_CREDITS, MAX_DAILY_CAP_AUD, MIN_TOPUP_AUD_CENTS
 from ..stripe_gateway import PaymentGateway
 from .topups import TopupService, default_card
 
@@ -83,10 +83,9 @@ def _validate(
             "topupAmountCredits",
             f"topupAmountCredits must be between {MIN_TOPUP_AUD_CENTS} and {MAX_CHARGE_AUD_CENTS}",
         )
-    # Whole dollars: compared with cents (cap * 100), so the cents stay within the bound too.
-    if cap is not None and not 0 <= cap <= MAX_CREDITS // 100:
+    if cap is not None and not 0 <= cap <= MAX_DAILY_CAP_AUD:
         raise InvalidInput(
-            "dailyChargeCapAud", f"dailyChargeCapAud must be between 0 and {MAX_CREDITS // 100}"
+            "dailyChargeCapAud", f"dailyChargeCapAud must be between 0 and {MAX_DAILY_CAP_AUD}"
         )
     if cap is not None and amount is not None and cap * 100 < amount:
         raise InvalidInput(
