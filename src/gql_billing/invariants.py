@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from .db import Database
+from .money import MAX_CREDITS, MAX_DAILY_CAP_AUD
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,77 @@ _INVARIANTS: list[_Invariant] = [
     ),
 ]
 
-INVARIANT_KEYS = tuple(invariant.key for invariant in _INVARIANTS)
+# Every stored amount of credits or cents, by table, with its bound. Tables without an
+# organization_id column are read through a subquery that supplies one (alias `x`).
+_AMOUNT_COLUMNS: list[tuple[str, str, tuple[str, ...]]] = [
+    (
+        "wallets",
+        "wallets",
+        (
+            "balance_credits",
+            "reserved_credits",
+            "auto_threshold_credits",
+            "auto_topup_amount_credits",
+        ),
+    ),
+    (
+        "ledger_entries",
+        "ledger_entries",
+        (
+            "amount_credits",
+            "balance_delta_credits",
+            "available_delta_credits",
+            "balance_after_credits",
+            "available_after_credits",
+        ),
+    ),
+    ("reservations", "reservations", ("amount_credits", "captured_credits")),
+    ("approvals", "approvals", ("amount_credits",)),
+    ("invoices", "invoices", ("total_credits",)),
+    (
+        "invoice_lines",
+        "(SELECT l.id, i.organization_id, l.amount_credits FROM invoice_lines l"
+        " JOIN invoices i ON i.id = l.invoice_id)",
+        ("amount_credits",),
+    ),
+    (
+        "topup_attempts",
+        "topup_attempts",
+        ("aud_cents", "credits_granted", "bonus_credits", "new_balance_credits"),
+    ),
+    (
+        "organizations",
+        "(SELECT id, id AS organization_id, approval_threshold_credits FROM organizations)",
+        ("approval_threshold_credits",),
+    ),
+]
+
+
+def _amounts_in_range(dialect: str) -> _Invariant:
+    """Rows holding an amount beyond ±(2^53 − 1) or, on SQLite (whose columns take any
+    type), one stored as anything but an integer; the daily cap (whole dollars) within
+    GraphQL's Int."""
+    columns = [(label, source, c, MAX_CREDITS) for label, source, cs in _AMOUNT_COLUMNS for c in cs]
+    columns.append(("wallets", "wallets", "auto_daily_cap_aud", MAX_DAILY_CAP_AUD))
+    selects = []
+    for label, source, column, bound in columns:
+        value = f"x.{column}"
+        wrong = f"{value} > {bound} OR {value} < -{bound}"
+        if dialect == "sqlite":
+            wrong = f"typeof({value}) NOT IN ('integer', 'null') OR {wrong}"
+        selects.append(
+            f"SELECT '{label}.{column} #' || CAST(x.id AS VARCHAR) FROM {source} x"
+            f" WHERE ({wrong}) {{org}}"
+        )
+    return _Invariant(
+        "amounts_in_range",
+        "every stored amount is an integer within ±(2^53 − 1)",
+        "\nUNION ALL\n".join(selects),
+        "x",
+    )
+
+
+INVARIANT_KEYS = (*(invariant.key for invariant in _INVARIANTS), "amounts_in_range")
 
 
 async def check_invariants(db: Database, organization_id: int | None = None) -> list[Check]:
@@ -133,9 +205,18 @@ async def check_invariants(db: Database, organization_id: int | None = None) -> 
     params = {} if organization_id is None else {"org": organization_id}
     results = []
     async with db.read() as session:
-        for invariant in _INVARIANTS:
+        invariants = [*_INVARIANTS, _amounts_in_range(session.get_bind().dialect.name)]
+        for invariant in invariants:
             sql = text(_scoped(invariant, organization_id))
-            rows = (await session.execute(sql, params)).all()
+            try:
+                # A savepoint: on PostgreSQL a failed query would abort the rest.
+                async with session.begin_nested():
+                    rows = (await session.execute(sql, params)).all()
+            except DBAPIError as exc:
+                # Out-of-range values can make the check's own sums overflow: that fails it.
+                detail = f"could not be checked: {type(exc.orig).__name__}: {exc.orig}"
+                results.append(Check(invariant.key, invariant.name, False, detail))
+                continue
             offenders = ", ".join(str(r[0]) for r in rows[:10])
             detail = f"offending: {offenders}" if rows else "ok"
             results.append(Check(invariant.key, invariant.name, not rows, detail))

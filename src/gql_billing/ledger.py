@@ -16,9 +16,10 @@ from sqlmodel import col
 
 from .auto_queue import queue_if_below
 from .db import WALLETS_CHANGED
-from .errors import InsufficientCredits, NotFound
+from .errors import InsufficientCredits, InvalidInput, NotFound
 from .live import CHANNEL
 from .models import EntryKind, LedgerEntry, Wallet, utcnow
+from .money import MAX_CREDITS, check_credits
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,14 @@ async def post(
     reservation_id: int | None = None,
     payment_intent_id: str | None = None,
     now: datetime | None = None,
+    amount_field: str = "amountCredits",
 ) -> Posted:
-    """Apply one movement and append its entry; InsufficientCredits if available would go < 0.
+    """Apply one movement and append its entry; InsufficientCredits if available would go < 0,
+    InvalidInput (naming `amount_field`) if the balance would pass MAX_CREDITS.
 
     Any movement that leaves available below the auto top-up threshold queues one."""
     now = now or utcnow()
+    check_credits(movement.amount_credits, amount_field)
     bd = movement.balance_delta_credits
     rd = movement.reserved_delta_credits
     new_balance = col(Wallet.balance_credits) + bd
@@ -98,7 +102,8 @@ async def post(
     stmt = (
         update(Wallet)
         .where(col(Wallet.organization_id) == organization_id)
-        .where(new_balance - new_reserved >= 0, new_reserved >= 0)
+        # reserved <= balance, so bounding the balance bounds every column and running total.
+        .where(new_balance - new_reserved >= 0, new_reserved >= 0, new_balance <= MAX_CREDITS)
         .values(balance_credits=new_balance, reserved_credits=new_reserved, updated_at=now)
         .returning(Wallet)
         .execution_options(populate_existing=True)
@@ -106,6 +111,10 @@ async def post(
     wallet = (await session.execute(stmt)).scalar_one_or_none()
     if wallet is None:
         current = await wallet_for(session, organization_id)
+        if current.balance_credits + bd > MAX_CREDITS:
+            raise InvalidInput(
+                amount_field, f"This would take the balance past {MAX_CREDITS} credits (2^53 - 1)"
+            )
         available = current.balance_credits - current.reserved_credits
         raise InsufficientCredits(available, -movement.available_delta_credits)
     wallet_id, balance_credits, reserved_credits = (

@@ -295,6 +295,10 @@ class Reservation(SQLModel, table=True):
     # A card hold's settlement in flight at Stripe ("capture", "release", "refund"), so a
     # concurrent different settlement is refused and a retry of the same one resumes it.
     pending_settlement: str | None = Field(default=None, max_length=20)
+    # While set and in the future, one request is carrying that settlement out at Stripe;
+    # others wait for it. A claim that lapses (its request died) is taken over by a retry
+    # or the worker, which repeat the call with the same Stripe key.
+    settlement_claimed_until: datetime | None = _ts(nullable=True)
     reason: str | None = Field(default=None, max_length=500)
     created_at: datetime = _ts()
     settled_at: datetime | None = _ts(nullable=True)

@@ -119,3 +119,19 @@ def topup_bonus_credits(credits_granted: int) -> int:
 
 MIN_TOPUP_AUD_CENTS = 10_000
 MAX_CHARGE_AUD_CENTS = 99_999_999
+
+# The largest amount of credits stored anywhere (a balance, an entry, a running total, an
+# invoice total, an auto top-up setting): 2^53 - 1, the largest integer a JSON client holds
+# exactly, and what the `Credits` scalar accepts. Checked before writing, so no sum can reach
+# the 64-bit limit of the columns (nor SQLite's silent switch to floating point there).
+MAX_CREDITS = 2**53 - 1
+# The auto top-up daily cap is whole dollars in a GraphQL `Int` (32-bit), so it is bounded
+# there; its cents (cap * 100) are then far inside MAX_CREDITS.
+MAX_DAILY_CAP_AUD = 2**31 - 1
+
+
+def check_credits(value: int, field: str) -> int:
+    """`value` when |value| <= MAX_CREDITS; otherwise InvalidInput naming `field`."""
+    if not -MAX_CREDITS <= value <= MAX_CREDITS:
+        raise InvalidInput(field, f"{field} must be within ±{MAX_CREDITS} (2^53 - 1)")
+    return value

@@ -149,11 +149,17 @@ def _id_of(value: Any) -> str | None:
     return str(value["id"])
 
 
+def _idempotency_detail(exc: stripe.IdempotencyError) -> str:
+    if exc.http_status == 409:
+        return "Stripe is still processing an earlier request for this payment; retry shortly"
+    return "Stripe refused a repeated request for this payment; retry, or contact support"
+
+
 def _is_outage(exc: stripe.StripeError) -> bool:
     if isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError):
         return True
     status = exc.http_status or 0
-    # 409 is Stripe's "idempotent request still in progress": retry later, same key.
+    # 409 is a lock conflict at Stripe (an idempotent request still in flight): retry later.
     return status >= 500 or status == 409
 
 
@@ -187,6 +193,12 @@ class StripeGateway:
         started = time.perf_counter()
         try:
             result = await coro
+        except stripe.IdempotencyError as exc:
+            # 409: a request with this key is still in flight at Stripe (a concurrent or
+            # timed-out one). 400: the key was used with other parameters. Neither charged,
+            # captured or refunded anything twice; the retry (same key) settles it.
+            self._observe(call, started, type(exc).__name__)
+            raise PaymentProviderUnavailable(_idempotency_detail(exc)) from exc
         except stripe.StripeError as exc:
             self._observe(call, started, type(exc).__name__)
             if _is_outage(exc):

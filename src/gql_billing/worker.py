@@ -1,5 +1,5 @@
-"""The background worker (in `serve`, or alone): auto top-ups, card hold expiry, month-end
-invoices."""
+"""The background worker (in `serve`, or alone): auto top-ups, card hold expiry, card hold
+settlements left half done, month-end invoices."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class TickReport:
     auto_topups_run: int
     card_holds_released: int
     invoices_finalized: int
+    card_settlements_finished: int = 0
 
 
 class Worker:
@@ -49,6 +50,7 @@ class Worker:
         queued = await self._billing.auto_topups.sweep()
         run = await self._billing.auto_topups.run_due()
         released = await self._billing.spend.release_expired_card_holds(self._card_hold_ttl)
+        finished = await self._billing.spend.finish_lapsed_card_settlements()
         async with self._billing.db.write() as session:
             finalized = await finalize_past_invoices(session, self._billing.clock.now())
         return TickReport(
@@ -56,6 +58,7 @@ class Worker:
             auto_topups_run=run,
             card_holds_released=released,
             invoices_finalized=finalized,
+            card_settlements_finished=finished,
         )
 
     async def run_forever(self) -> None:

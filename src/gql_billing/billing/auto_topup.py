@@ -34,7 +34,7 @@ from ..models import (
     TopupTrigger,
     Wallet,
 )
-from ..money import MAX_CHARGE_AUD_CENTS, MIN_TOPUP_AUD_CENTS
+from ..money import MAX_CHARGE_AUD_CENTS, MAX_CREDITS, MAX_DAILY_CAP_AUD, MIN_TOPUP_AUD_CENTS
 from ..stripe_gateway import PaymentGateway
 from .topups import TopupService, default_card
 
@@ -74,15 +74,19 @@ def _validate(
     threshold = _keep(settings.threshold_credits, wallet.auto_threshold_credits)
     amount = _keep(settings.topup_amount_credits, wallet.auto_topup_amount_credits)
     cap = _keep(settings.daily_charge_cap_aud, wallet.auto_daily_cap_aud)
-    if threshold is not None and threshold < 0:
-        raise InvalidInput("thresholdCredits", "thresholdCredits must be zero or more")
+    if threshold is not None and not 0 <= threshold <= MAX_CREDITS:
+        raise InvalidInput(
+            "thresholdCredits", f"thresholdCredits must be between 0 and {MAX_CREDITS}"
+        )
     if amount is not None and not MIN_TOPUP_AUD_CENTS <= amount <= MAX_CHARGE_AUD_CENTS:
         raise InvalidInput(
             "topupAmountCredits",
             f"topupAmountCredits must be between {MIN_TOPUP_AUD_CENTS} and {MAX_CHARGE_AUD_CENTS}",
         )
-    if cap is not None and cap < 0:
-        raise InvalidInput("dailyChargeCapAud", "dailyChargeCapAud must be zero or more")
+    if cap is not None and not 0 <= cap <= MAX_DAILY_CAP_AUD:
+        raise InvalidInput(
+            "dailyChargeCapAud", f"dailyChargeCapAud must be between 0 and {MAX_DAILY_CAP_AUD}"
+        )
     if cap is not None and amount is not None and cap * 100 < amount:
         raise InvalidInput(
             "dailyChargeCapAud",

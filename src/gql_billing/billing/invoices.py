@@ -9,7 +9,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from ..errors import InvalidInput, InvalidState
 from ..models import Invoice, InvoiceLine, InvoiceStatus, Reservation
+from ..money import MAX_CREDITS
 
 
 def period_of(moment: datetime) -> str:
@@ -37,10 +39,26 @@ async def open_invoice(session: AsyncSession, organization_id: int, now: datetim
 async def add_line(
     session: AsyncSession, reservation: Reservation, amount_credits: int, now: datetime
 ) -> InvoiceLine:
-    """A capture (positive) or refund (negative) on the open invoice of the month."""
+    """A capture (positive) or refund (negative) on the open invoice of the month.
+
+    The invoice row is locked, so the bound on its total is checked before anything is
+    written: a capture past it is InvalidInput, a refund past it (refunds of earlier months'
+    captures) InvalidState."""
     assert reservation.id is not None
     invoice = await open_invoice(session, reservation.organization_id, now)
     assert invoice.id is not None
+    new_total = invoice.total_credits + amount_credits
+    if new_total > MAX_CREDITS:
+        raise InvalidInput(
+            "amountCredits",
+            f"This capture would take the {invoice.period} invoice total past "
+            f"{MAX_CREDITS} credits (2^53 - 1)",
+        )
+    if new_total < -MAX_CREDITS:
+        raise InvalidState(
+            f"This refund would take the {invoice.period} invoice total past "
+            f"-{MAX_CREDITS} credits (2^53 - 1)"
+        )
     line = InvoiceLine(
         invoice_id=invoice.id,
         reservation_id=reservation.id,
@@ -52,7 +70,7 @@ async def add_line(
         created_at=now,
     )
     session.add(line)
-    invoice.total_credits += amount_credits
+    invoice.total_credits = new_total
     await session.flush()
     return line
 

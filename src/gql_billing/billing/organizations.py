@@ -6,6 +6,7 @@ from .. import ledger
 from ..db import Database
 from ..errors import InvalidInput, NotFound
 from ..models import Organization, Plan
+from ..money import check_credits
 
 
 async def create_organization(
@@ -23,6 +24,8 @@ async def create_organization(
         raise InvalidInput("displayCurrency", "Expected an ISO 4217 code such as AUD")
     if approval_threshold_credits is not None and approval_threshold_credits < 0:
         raise InvalidInput("approvalThresholdCredits", "Must be zero or more")
+    if approval_threshold_credits is not None:
+        check_credits(approval_threshold_credits, "approvalThresholdCredits")
     async with db.write() as session:
         org = Organization(
             name=name.strip(),
@@ -43,6 +46,7 @@ async def grant_credits(
     """An operator's goodwill credit or correction: an ADJUSTMENT, never below zero."""
     if amount_credits == 0:
         raise InvalidInput("credits", "Give a non-zero number of credits")
+    check_credits(amount_credits, "credits")
     if not reason.strip():
         raise InvalidInput("reason", "Say why (it is shown on the ledger)")
     async with db.write() as session:
@@ -53,4 +57,5 @@ async def grant_credits(
             organization_id=organization_id,
             movement=ledger.adjustment(amount_credits),
             description=reason.strip(),
+            amount_field="credits",
         )

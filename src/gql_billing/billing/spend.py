@@ -9,7 +9,10 @@ touch no wallet; captures become lines of the month's invoice.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -41,7 +44,7 @@ from ..models import (
     Reservation,
     ReservationStatus,
 )
-from ..money import MAX_CHARGE_AUD_CENTS
+from ..money import MAX_CHARGE_AUD_CENTS, check_credits
 from ..stripe_gateway import (
     CANCELED,
     DECLINED,
@@ -54,6 +57,9 @@ from . import invoices
 from .topups import default_card
 
 OPERATION = "reserveCredits"
+# How long a request waits for another one carrying out the same card hold settlement at
+# Stripe before answering "in progress, retry" (the winner's answer is then replayed).
+SETTLEMENT_WAIT_SECONDS = 5.0
 MAX_REFERENCE_LENGTH = 255
 MAX_DESCRIPTION_LENGTH = 500
 
@@ -73,6 +79,7 @@ class ReserveRequest:
             raise InvalidInput("organizationId", "No such organization")
         if self.amount_credits <= 0:
             raise InvalidInput("amountCredits", "amountCredits must be positive")
+        check_credits(self.amount_credits, "amountCredits")
         if not self.reference.strip() or len(self.reference) > MAX_REFERENCE_LENGTH:
             raise InvalidInput("reference", "reference must be 1-255 characters")
         if self.description is not None and len(self.description) > MAX_DESCRIPTION_LENGTH:
@@ -274,11 +281,15 @@ class SpendService:
             if r.billing_mode == BillingMode.CARD_HOLD:
                 if r.pending_settlement == "capture" and r.captured_credits != amount:
                     raise InvalidState("A capture of a different amount is in progress")
-                r.pending_settlement = "capture"
+                claimed = self._claim_settlement(r, "capture", now)
                 r.captured_credits = amount
             else:
                 await self._capture_now(session, r, amount, now)
                 return await self._spend(session, r)
+        if not claimed:
+            return await self._after_other_settler(
+                reservation_id, lambda: self.capture(reservation_id, amount_credits)
+            )
         return await self._finish_card_settlement(r, "capture")
 
     async def _capture_now(
@@ -318,10 +329,11 @@ class SpendService:
             if r.status == S.RELEASED:
                 return await self._spend(session, r)
             _require_settleable(r, S.HELD, "release")
-            r.reason = reason
             if r.billing_mode == BillingMode.CARD_HOLD:
-                r.pending_settlement = "release"
+                claimed = self._claim_settlement(r, "release", now)
+                r.reason = r.reason if not claimed else reason
             else:
+                r.reason = reason
                 if r.billing_mode == BillingMode.CREDITS:
                     await ledger.post(
                         session,
@@ -335,6 +347,10 @@ class SpendService:
                 r.status = S.RELEASED.value
                 r.settled_at = now
                 return await self._spend(session, r)
+        if not claimed:
+            return await self._after_other_settler(
+                reservation_id, lambda: self.release(reservation_id, reason)
+            )
         return await self._finish_card_settlement(r, "release")
 
     async def refund(self, reservation_id: int, reason: str | None = None) -> Spend:
@@ -344,10 +360,11 @@ class SpendService:
             if r.status == S.REFUNDED:
                 return await self._spend(session, r)
             _require_settleable(r, S.CAPTURED, "refund")
-            r.reason = reason
             if r.billing_mode == BillingMode.CARD_HOLD:
-                r.pending_settlement = "refund"
+                claimed = self._claim_settlement(r, "refund", now)
+                r.reason = r.reason if not claimed else reason
             else:
+                r.reason = reason
                 if r.billing_mode == BillingMode.CREDITS:
                     await ledger.post(
                         session,
@@ -363,10 +380,61 @@ class SpendService:
                 r.status = S.REFUNDED.value
                 r.refunded_at = now
                 return await self._spend(session, r)
+        if not claimed:
+            return await self._after_other_settler(
+                reservation_id, lambda: self.refund(reservation_id, reason)
+            )
         return await self._finish_card_settlement(r, "refund")
 
+    def _claim_settlement(self, r: Reservation, action: str, now: datetime) -> bool:
+        """Record, in the caller's transaction, that this request carries `action` out at
+        Stripe. False while another request's claim on it is alive: exactly one request
+        calls Stripe for a settlement at a time, and a lapsed claim (its request died
+        between Stripe and the database) is taken over with the same Stripe key."""
+        claimed_until = r.settlement_claimed_until
+        if r.pending_settlement == action and claimed_until is not None and claimed_until > now:
+            return False
+        r.pending_settlement = action
+        r.settlement_claimed_until = now + self._lease
+        return True
+
+    async def _after_other_settler(
+        self, reservation_id: int, again: Callable[[], Awaitable[Spend]]
+    ) -> Spend:
+        """Wait (briefly) for the request that holds the settlement, then ask again: its
+        success is then replayed, or, if it gave up, this request takes the claim over."""
+        deadline = time.monotonic() + SETTLEMENT_WAIT_SECONDS
+        pause = 0.02
+        while time.monotonic() < deadline:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.25)
+            async with self._db.read() as session:
+                r = await session.get(Reservation, reservation_id)
+            if r is None or r.pending_settlement is None or r.settlement_claimed_until is None:
+                return await again()
+        raise PaymentProviderUnavailable(
+            "This settlement is being carried out at Stripe by another request; retry shortly"
+        )
+
+    async def _give_up_claim(self, reservation_id: int) -> None:
+        """The Stripe call failed: keep the pending settlement, free the claim for a retry."""
+        async with self._db.write() as session:
+            r = await _locked(session, reservation_id)
+            r.settlement_claimed_until = None
+
     async def _finish_card_settlement(self, r: Reservation, action: str) -> Spend:
-        """Carry a card hold's recorded settlement out at Stripe, then record it done."""
+        """Carry a card hold's claimed settlement out at Stripe, then record it done."""
+        assert r.id is not None
+        try:
+            return await self._call_stripe_to_settle(r, action)
+        except BaseException:
+            # Whatever went wrong (an outage, a cancelled request), the claim is released
+            # so the retry does not wait for the lease; the Stripe key makes it safe.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._give_up_claim(r.id))
+            raise
+
+    async def _call_stripe_to_settle(self, r: Reservation, action: str) -> Spend:
         gateway = self._require_gateway()
         assert r.id is not None and r.payment_intent_id is not None
         key = f"{action}:{r.stripe_key}"
@@ -398,6 +466,7 @@ class SpendService:
             if r.pending_settlement == action or (action == "release" and r.status == S.HELD):
                 r.status = status.value
                 r.pending_settlement = None
+                r.settlement_claimed_until = None
                 if action == "refund":
                     r.refunded_at = now
                 else:
@@ -526,6 +595,37 @@ class SpendService:
             except InvalidState:
                 continue  # settled meanwhile
         return released
+
+    async def finish_lapsed_card_settlements(self) -> int:
+        """Finish card hold settlements whose request died after claiming them (its claim
+        lapsed): the same call again, with the same Stripe key, so Stripe acts once."""
+        now = self._clock.now()
+        async with self._db.read() as session:
+            query = select(
+                col(Reservation.id),
+                col(Reservation.pending_settlement),
+                col(Reservation.captured_credits),
+                col(Reservation.reason),
+            ).where(
+                col(Reservation.billing_mode) == BillingMode.CARD_HOLD.value,
+                col(Reservation.pending_settlement).is_not(None),
+                col(Reservation.settlement_claimed_until) <= now,
+            )
+            lapsed = (await session.execute(query)).all()
+        finished = 0
+        for reservation_id, action, captured_credits, reason in lapsed:
+            assert reservation_id is not None
+            try:
+                if action == "capture":
+                    await self.capture(reservation_id, captured_credits)
+                elif action == "release":
+                    await self.release(reservation_id, reason)
+                else:
+                    await self.refund(reservation_id, reason)
+                finished += 1
+            except BillingProblem:
+                continue  # Stripe still unreachable, or settled otherwise: a retry decides
+        return finished
 
     async def _abandon(self, stale: Reservation) -> None:
         """A card hold never completed (3-D Secure not done, or its answer lost to a

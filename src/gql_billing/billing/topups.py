@@ -39,7 +39,12 @@ from ..models import (
     TopupTrigger,
     Wallet,
 )
-from ..money import MAX_CHARGE_AUD_CENTS, MIN_TOPUP_AUD_CENTS, topup_bonus_credits
+from ..money import (
+    MAX_CHARGE_AUD_CENTS,
+    MAX_CREDITS,
+    MIN_TOPUP_AUD_CENTS,
+    topup_bonus_credits,
+)
 from ..stripe_gateway import DECLINED, REQUIRES_ACTION, SUCCEEDED, Payment, PaymentGateway
 
 OPERATION = "topup"
@@ -166,6 +171,7 @@ class TopupService:
             if card is None or org.stripe_customer_id is None:
                 # Raising rolls the claim back: the key is not consumed.
                 raise PaymentMethodRequired()
+            await _require_headroom(session, organization_id, request, charge_cents)
             attempt = TopupAttempt(
                 organization_id=organization_id,
                 trigger=TopupTrigger.MANUAL.value,
@@ -327,6 +333,19 @@ async def _grant(session: AsyncSession, attempt: TopupAttempt, now: datetime) ->
     attempt.new_balance_credits = posted.balance_credits
     attempt.client_secret = None
     attempt.completed_at = now
+
+
+async def _require_headroom(
+    session: AsyncSession, organization_id: int, request: TopupRequest, charge_cents: int
+) -> None:
+    """Refuse, before anything is charged, a top-up whose grant the balance could not hold."""
+    wallet = await ledger.wallet_for(session, organization_id)
+    granted = charge_cents + topup_bonus_credits(charge_cents)
+    if wallet.balance_credits + granted > MAX_CREDITS:
+        field = "audCents" if request.aud_cents is not None else "credits"
+        raise InvalidInput(
+            field, f"This top-up would take the balance past {MAX_CREDITS} credits (2^53 - 1)"
+        )
 
 
 async def default_card(session: AsyncSession, organization_id: int) -> PaymentMethod | None:

@@ -16,7 +16,7 @@ from .context import Info
 from .ids import pk_of
 from .mutations import current_wallet, idempotency_key
 from .pagination import PageArgs, edges_of
-from .permissions import needs
+from .permissions import needs, sees_customer_data
 from .queries import READ, page_of
 from .scalars import Credits
 from .spend_types import (
@@ -165,6 +165,18 @@ def _approval_pk(global_id: str) -> int:
     return pk
 
 
+def _as_seen_by_service(info: Info, exc: errors.BillingProblem) -> errors.BillingProblem:
+    """A failed reserve tells a service token only that the amount is not available: the
+    organization's balance is not its to read (`availableCredits` reads 0)."""
+    if not isinstance(exc, errors.InsufficientCredits) or sees_customer_data(
+        info.context.principal
+    ):
+        return exc
+    hidden = errors.InsufficientCredits(0, exc.requested_credits)
+    hidden.detail = f"{exc.requested_credits} credits requested: more than is available"
+    return hidden
+
+
 def _mode(spend: Spend) -> models.BillingMode:
     return models.BillingMode(spend.reservation.billing_mode)
 
@@ -186,7 +198,7 @@ class SpendMutation:
         try:
             spend = await info.context.billing.spend.reserve(request)
         except errors.BillingProblem as exc:
-            return p.from_exception(exc)  # type: ignore[return-value]
+            return p.from_exception(_as_seen_by_service(info, exc))  # type: ignore[return-value]
         if spend.needs_approval:
             assert spend.approval is not None
             return ApprovalRequired(approval=Approval.from_row(spend.approval))

@@ -10,12 +10,14 @@ import strawberry
 from graphql import GraphQLError
 from sqlalchemy import Row, select
 from sqlmodel import col
+from strawberry.permission import BasePermission
 
 from .. import errors, models
 from ..billing.auto_topup import charged_today_aud_cents
 from ..money import Money as MoneyValue
 from .context import Info
 from .ids import to_global_id
+from .permissions import NeedsCustomerScope, sees_customer_data
 from .scalars import Credits
 
 if TYPE_CHECKING:
@@ -199,37 +201,50 @@ WALLET_COLUMNS = tuple(
 WalletRow = models.Wallet | Row[Any]
 
 
-@strawberry.type
+CUSTOMER_ONLY: list[type[BasePermission]] = [NeedsCustomerScope]
+
+
+@strawberry.type(
+    description=(
+        "Auto top-up settings. A service token (billing:spend) that reaches a wallet through "
+        "a spend result reads them as off and zero, and `disabledReason` / `lastAttempt` as "
+        "FORBIDDEN: top-up data belongs to the organization's own tokens."
+    )
+)
 class AutoTopupSettings:
     row: strawberry.Private[WalletRow]
+    # False for a service token: the non-null fields then read as "off, all zero".
+    visible: strawberry.Private[bool] = True
 
     @strawberry.field
     def enabled(self) -> bool:
-        return self.row.auto_topup_enabled
+        return self.visible and self.row.auto_topup_enabled
 
     @strawberry.field
     def threshold_credits(self) -> Credits:
-        return self.row.auto_threshold_credits or 0
+        return (self.row.auto_threshold_credits or 0) if self.visible else 0
 
     @strawberry.field
     def topup_amount_credits(self) -> Credits:
-        return self.row.auto_topup_amount_credits or 0
+        return (self.row.auto_topup_amount_credits or 0) if self.visible else 0
 
     @strawberry.field
     def daily_charge_cap_aud(self) -> int:
-        return self.row.auto_daily_cap_aud or 0
+        return (self.row.auto_daily_cap_aud or 0) if self.visible else 0
 
     @strawberry.field
     async def charged_today_aud_cents(self, info: Info) -> int:
+        if not self.visible:
+            return 0
         now = info.context.billing.clock.now()
         async with info.context.billing.db.read() as session:
             return await charged_today_aud_cents(session, self.row.organization_id, now)
 
-    @strawberry.field
+    @strawberry.field(permission_classes=CUSTOMER_ONLY)
     def disabled_reason(self) -> str | None:
         return self.row.auto_disabled_reason
 
-    @strawberry.field
+    @strawberry.field(permission_classes=CUSTOMER_ONLY)
     async def last_attempt(self, info: Info) -> TopupAttempt | None:
         query = (
             select(models.TopupAttempt)
@@ -278,10 +293,10 @@ class Wallet(Node):
         return money(info, self.row.balance_credits - self.row.reserved_credits, currency)
 
     @strawberry.field
-    def auto_topup(self) -> AutoTopupSettings:
-        return AutoTopupSettings(row=self.row)
+    def auto_topup(self, info: Info) -> AutoTopupSettings:
+        return AutoTopupSettings(row=self.row, visible=sees_customer_data(info.context.principal))
 
-    @strawberry.field
+    @strawberry.field(permission_classes=CUSTOMER_ONLY)
     async def default_payment_method(self, info: Info) -> PaymentMethod | None:
         query = select(models.PaymentMethod).where(
             col(models.PaymentMethod.organization_id) == self.row.organization_id,
