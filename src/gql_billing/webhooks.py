@@ -14,6 +14,7 @@ from sqlmodel import col
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from .admission import Refusal, read_limited
 from .billing import Billing
 from .errors import BillingProblem
 from .models import Organization, Reservation, TopupAttempt, WebhookEvent
@@ -21,7 +22,6 @@ from .stripe_gateway import CANCELED, Payment
 
 log = structlog.stdlib.get_logger("gql_billing.webhooks")
 
-MAX_BODY_BYTES = 256 * 1024
 PAYMENT_EVENTS = {
     "payment_intent.succeeded",
     "payment_intent.payment_failed",
@@ -63,15 +63,20 @@ class StripeWebhooks:
             result=delivery.detail,
             status=delivery.status,
         )
-        return _answer(delivery.status, delivery.detail)
+        answer = _answer(delivery.status, delivery.detail)
+        if delivery.status == 413:
+            # Hang up rather than drain the rest of an oversized upload.
+            answer.headers["Connection"] = "close"
+        return answer
 
     async def _receive(self, request: Request) -> Delivery:
         secret = self._billing.settings.stripe_webhook_secret
         gateway = self._billing.gateway
         if not secret or gateway is None:
             return Delivery(503, "webhooks are not configured")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
+        # Read as it streams in, cut off at the limit: nothing checked the sender yet.
+        body = await read_limited(request, self._billing.settings.webhook_max_body_bytes)
+        if isinstance(body, Refusal):
             return Delivery(413, "body too large")
         try:
             event = stripe.Webhook.construct_event(
