@@ -65,14 +65,14 @@ def forbidden(scope: Scope) -> Refusal:
     return Refusal(403, "FORBIDDEN", "Forbidden", f"This token lacks the {scope} scope")
 
 
-def too_large(limit_bytes: int) -> Refusal:
-    # Connection: close makes the server hang up instead of draining the rest of the upload.
+def too_large(limit_bytes: int, *, hang_up: bool = False) -> Refusal:
+    # Connection: close makes the server hang up rather than read an endless upload on.
     return Refusal(
         413,
         "PAYLOAD_TOO_LARGE",
         "Payload too large",
         f"Request body exceeds {limit_bytes} bytes",
-        {"Connection": "close"},
+        {"Connection": "close"} if hang_up else {},
     )
 
 
@@ -132,12 +132,39 @@ async def read_body(receive: Receive, limit_bytes: int) -> bytes | None:
             return b"".join(chunks)
 
 
-async def read_limited(request: Request, limit_bytes: int) -> bytes | Refusal:
+async def drop_rest(receive: Receive, *, seconds: float) -> bool:
+    """Read and drop the rest of a refused body for at most `seconds`; True if it ended."""
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    return True
+    except TimeoutError:
+        return False
+
+
+async def read_within(
+    receive: Receive, limit_bytes: int, *, linger_seconds: float
+) -> bytes | Refusal:
+    """The body if it stays within the limit. Past it nothing more is kept: the rest is read
+    and dropped for at most `linger_seconds`, so that a client that sends its whole body before
+    reading (most do) gets its 413, and then the server hangs up on an upload still going
+    (nginx's lingering close, for the same reason)."""
+    body = await read_body(receive, limit_bytes)
+    if body is not None:
+        return body
+    ended = await drop_rest(receive, seconds=linger_seconds)
+    return too_large(limit_bytes, hang_up=not ended)
+
+
+async def read_limited(
+    request: Request, limit_bytes: int, *, linger_seconds: float
+) -> bytes | Refusal:
     """The body of an unauthenticated door (the Stripe webhook): the size limit alone."""
     if declared_too_large(request.headers, limit_bytes):
         return too_large(limit_bytes)
-    body = await read_body(request.receive, limit_bytes)
-    return too_large(limit_bytes) if body is None else body
+    return await read_within(request.receive, limit_bytes, linger_seconds=linger_seconds)
 
 
 @dataclass(frozen=True)
@@ -158,12 +185,14 @@ class Admission:
         token_usage: TokenUsage,
         revocations: RevocationWatch,
         max_body_bytes: int,
+        linger_seconds: float,
     ) -> None:
         self.db = db
         self.rate_limiter = rate_limiter
         self.token_usage = token_usage
         self.revocations = revocations
         self.max_body_bytes = max_body_bytes
+        self.linger_seconds = linger_seconds
 
     async def admit(
         self,
@@ -190,10 +219,10 @@ class Admission:
             return Admitted(principal, b"")
         if json_only and has_body(request.headers) and not is_json(request.headers):
             return unsupported_media_type()
-        body = await read_body(request.receive, self.max_body_bytes)
-        if body is None:
-            return too_large(self.max_body_bytes)
-        return Admitted(principal, body)
+        body = await read_within(
+            request.receive, self.max_body_bytes, linger_seconds=self.linger_seconds
+        )
+        return body if isinstance(body, Refusal) else Admitted(principal, body)
 
     async def caller(self, authorization: str | None) -> Principal | None:
         return await authenticate(self.db, bearer_token(authorization))
@@ -301,4 +330,5 @@ def build_admission(settings: Settings, db: Database, clock: Clock) -> Admission
             db, interval_seconds=settings.revocation_check_interval_seconds
         ),
         max_body_bytes=settings.max_body_bytes,
+        linger_seconds=settings.oversized_body_linger_seconds,
     )

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # Stripe's webhook body, read as it streams in before the signature is checked. Stripe
     # events are a few KB, rarely tens; a quarter MiB leaves room and caps the memory.
     webhook_max_body_bytes: int = 256 * 1024
+    # How long the rest of an oversized body is read and dropped (never kept) so the client
+    # gets its 413 before the server hangs up on an upload that is still going.
+    oversized_body_linger_seconds: float = 10.0
 
     @property
     def stripe_configured(self) -> bool:

@@ -39,6 +39,7 @@ class Delivery:
     event_type: str = "unknown"
     event_id: str | None = None
     category: str | None = None
+    hang_up: bool = False
 
     @property
     def result(self) -> str:
@@ -64,8 +65,8 @@ class StripeWebhooks:
             status=delivery.status,
         )
         answer = _answer(delivery.status, delivery.detail)
-        if delivery.status == 413:
-            # Hang up rather than drain the rest of an oversized upload.
+        if delivery.hang_up:
+            # An upload that went on past the limit: the server hangs up rather than read on.
             answer.headers["Connection"] = "close"
         return answer
 
@@ -75,9 +76,14 @@ class StripeWebhooks:
         if not secret or gateway is None:
             return Delivery(503, "webhooks are not configured")
         # Read as it streams in, cut off at the limit: nothing checked the sender yet.
-        body = await read_limited(request, self._billing.settings.webhook_max_body_bytes)
+        settings = self._billing.settings
+        body = await read_limited(
+            request,
+            settings.webhook_max_body_bytes,
+            linger_seconds=settings.oversized_body_linger_seconds,
+        )
         if isinstance(body, Refusal):
-            return Delivery(413, "body too large")
+            return Delivery(413, "body too large", hang_up="Connection" in body.headers)
         try:
             event = stripe.Webhook.construct_event(
                 body.decode("utf-8"), request.headers.get("stripe-signature", ""), secret
