@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +26,7 @@ from support.app_server import serve
 from support.cards import save_card
 from support.emulator import StripeEmulator
 
+CLI = str(Path(sys.executable).with_name("gql-billing"))
 KiB = 1024
 MiB = 1024 * KiB
 PROBLEM = "application/problem+json"
@@ -105,10 +110,18 @@ async def test_a_revoked_tokens_idle_socket_is_closed_and_its_subscription_stops
     await ws.send(json.dumps({"type": "ping"}))
     assert (await receive(ws))["type"] == "pong"
 
-    await revoke_token(make.app.billing.db, org.token[:13])
+    # Another process revokes it, as an operator would.
+    revoked = await asyncio.to_thread(
+        subprocess.run,
+        [CLI, "token", "revoke", org.token[:13]],
+        env={**os.environ, "GQL_BILLING_DATABASE_URL": make.app.settings.database_url},
+        capture_output=True,
+        timeout=60,
+    )
     # The client sends nothing more: the server closes the socket on its own.
     code = await close_code(ws)
 
+    assert revoked.returncode == 0, revoked.stderr
     assert code == 4403
     assert ws.close_reason == "Token revoked"
 
