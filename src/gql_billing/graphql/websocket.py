@@ -9,10 +9,9 @@ the process's revocation watch closes the socket of a token revoked while it sit
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncGenerator, Callable
 from json import JSONDecodeError
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from graphql import GraphQLError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -29,11 +28,6 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 
 from ..admission import Admission
 from .context import Context
-
-if TYPE_CHECKING:
-    from starlette.websockets import WebSocket
-
-log = logging.getLogger(__name__)
 
 # RFC 6455's "message too big", and graphql-transport-ws's "forbidden".
 MESSAGE_TOO_BIG = 1009
@@ -118,11 +112,9 @@ class AdmittedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         """Stop every operation (subscriptions included), then close the socket."""
         for operation_id in list(self.operations):
             await self.cleanup_operation(operation_id)
-        websocket: WebSocket = self.context.request  # type: ignore[assignment]
-        if websocket.application_state != WebSocketState.DISCONNECTED:
-            # The client may be gone already; the socket is closed either way.
-            with contextlib.suppress(Exception):
-                await self.websocket.close(code=FORBIDDEN, reason="Token revoked")
+        # The client may have gone (or the socket closed) meanwhile: closed either way.
+        with contextlib.suppress(Exception):
+            await self.websocket.close(code=FORBIDDEN, reason="Token revoked")
 
     async def shutdown(self) -> None:
         if self._unwatch is not None:
