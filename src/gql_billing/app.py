@@ -12,6 +12,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from .admission import build_admission
 from .billing import Billing
 from .clock import Clock, SystemClock
 from .collector import settle_after_startup
@@ -56,7 +57,9 @@ def create_app(
     owns_gateway = gateway is None
     gateway = gateway if gateway is not None else build_gateway(settings, observer=metrics)
     billing = Billing.build(settings, db, gateway, clock or SystemClock(), metrics=metrics)
-    graphql = build_view(billing)
+    # Every door (GraphQL over HTTP and websocket, REST, the Stripe webhook) admits through it.
+    admission = build_admission(settings, db, billing.clock)
+    graphql = build_view(billing, admission)
 
     relay: asyncio.Task[None] | None = None
     if db.sqlite:
@@ -81,7 +84,7 @@ def create_app(
         finally:
             if owns_gateway and gateway is not None:
                 await gateway.close()
-            await graphql.close()
+            await admission.close()
             if relay is not None:
                 relay.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -100,7 +103,7 @@ def create_app(
             WebSocketRoute("/graphql", graphql),
             *playground_files,
             Route("/webhooks/stripe", StripeWebhooks(billing).handle, methods=["POST"]),
-            *rest_routes(billing),
+            *rest_routes(billing, admission),
             *health_routes(db, gateway),
             Route("/metrics", metrics_endpoint(metrics, db)),
         ],

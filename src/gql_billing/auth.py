@@ -134,6 +134,18 @@ async def authenticate(db: Database, token: str | None) -> Principal | None:
     return Principal(token_id=token_id, organization_id=organization_id, scopes=scopes)
 
 
+async def revoked_among(db: Database, token_ids: list[int]) -> set[int]:
+    """Which of these tokens are revoked (or no longer exist)."""
+    if not token_ids:
+        return set()
+    async with db.read() as session:
+        query = select(col(ApiToken.id)).where(
+            col(ApiToken.id).in_(token_ids), col(ApiToken.revoked_at).is_(None)
+        )
+        live = set((await session.execute(query)).scalars())
+    return set(token_ids) - live
+
+
 class TokenUsage:
     """Records each token's last use, at most once per interval per process, so authenticating
     stays a read; the view calls `record` after the response has gone out."""

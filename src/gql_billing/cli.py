@@ -144,6 +144,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         "log_config": None,
         "access_log": False,
         "timeout_graceful_shutdown": HTTP_SHUTDOWN_GRACE_SECONDS,
+        # A websocket message is held whole before the app sees it: no larger than a body.
+        "ws_max_size": settings.max_body_bytes,
     }
     if args.workers > 1:
         uvicorn.run("gql_billing.app:app_from_env", factory=True, workers=args.workers, **options)

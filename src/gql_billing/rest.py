@@ -13,19 +13,20 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlmodel import col
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import errors, models
-from .auth import Principal, Scope, authenticate, bearer_token
+from .admission import Admission, Refusal
+from .auth import Principal, Scope
 from .billing import Billing
 from .billing.auto_topup import AutoTopupSettings, charged_today_aud_cents
 from .billing.topups import TopupRequest, default_card
 from .graphql.ids import from_cursor, to_cursor, to_global_id
 from .ledger import wallet_for
 
-MAX_BODY_BYTES = 64 * 1024
 PROBLEM = "application/problem+json"
 
 
@@ -38,6 +39,16 @@ class HttpProblem(Exception):
 def problem_response(status: int, title: str, detail: str, **extra: Any) -> Response:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def from_refusal(refusal: Refusal) -> Response:
+    """An admission refusal (401, 403, 413, 415, 429) as a problem document."""
+    extra: dict[str, Any] = {}
+    if refusal.retry_after_seconds is not None:
+        extra["retry_after"] = refusal.retry_after_seconds
+    response = problem_response(refusal.status, refusal.title, refusal.detail, **extra)
+    response.headers.update(refusal.headers)
+    return response
 
 
 def from_billing_problem(exc: errors.BillingProblem) -> Response:
@@ -271,8 +282,9 @@ def _str_field(body: dict[str, Any], field: str) -> str:
 
 
 class RestApi:
-    def __init__(self, billing: Billing) -> None:
+    def __init__(self, billing: Billing, admission: Admission) -> None:
         self._billing = billing
+        self._admission = admission
 
     async def handle(self, request: Request) -> Response:
         operation = OPERATIONS.get(request.path_params["operation"])
@@ -282,17 +294,22 @@ class RestApi:
             return problem_response(
                 405, "Method not allowed", f"Use {operation.method}", allow=operation.method
             )
-        principal = await authenticate(
-            self._billing.db, bearer_token(request.headers.get("authorization"))
+        posted = operation.method == "POST"
+        admitted = await self._admission.admit(
+            request, needs=operation.scope, json_only=posted, with_body=posted
         )
-        if principal is None:
-            return problem_response(401, "Unauthenticated", "Missing, invalid or revoked token")
-        if not principal.has(operation.scope) or principal.organization_id is None:
-            return problem_response(
-                403, "Forbidden", f"This token lacks the {operation.scope} scope"
-            )
+        if isinstance(admitted, Refusal):
+            return from_refusal(admitted)
+        response = await self._run(operation, request, admitted.principal, admitted.body)
+        # After the answer went out, as on /graphql.
+        response.background = BackgroundTask(self._admission.record_use, admitted.principal)
+        return response
+
+    async def _run(
+        self, operation: Operation, request: Request, principal: Principal, raw: bytes
+    ) -> Response:
         try:
-            body = await _json_body(request) if operation.method == "POST" else {}
+            body = _json_body(raw) if operation.method == "POST" else {}
             result = await operation.handler(self._billing, _org(principal), request, body)
         except HttpProblem as exc:
             return problem_response(exc.status, exc.title, exc.detail, **exc.extra)
@@ -302,14 +319,13 @@ class RestApi:
 
 
 def _org(principal: Principal) -> int:
-    assert principal.organization_id is not None
+    # Every operation needs an organization scope, which service tokens never hold.
+    if principal.organization_id is None:
+        raise HttpProblem(403, "Forbidden", "This operation needs an organization token")
     return principal.organization_id
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise HttpProblem(413, "Payload too large", "The body is over 64 KiB")
+def _json_body(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
@@ -321,5 +337,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def rest_routes(billing: Billing) -> list[Route]:
-    return [Route("/v1/op/{operation}", RestApi(billing).handle, methods=["GET", "POST"])]
+def rest_routes(billing: Billing, admission: Admission) -> list[Route]:
+    return [
+        Route("/v1/op/{operation}", RestApi(billing, admission).handle, methods=["GET", "POST"])
+    ]

@@ -79,6 +79,15 @@ class Settings(BaseSettings):
     rate_limit_key_prefix: str = "gql-billing:ratelimit:"
     # A token's last_used_at is written at most this often per process, keeping auth a read.
     token_usage_interval_seconds: float = 60.0
+    # How often each process looks for revoked tokens among its open websockets (which it
+    # then closes); every websocket message re-checks its token besides.
+    revocation_check_interval_seconds: float = 0.5
+    # Stripe's webhook body, read as it streams in before the signature is checked. Stripe
+    # events are a few KB, rarely tens; a quarter MiB leaves room and caps the memory.
+    webhook_max_body_bytes: int = 256 * 1024
+    # How long the rest of an oversized body is read and dropped (never kept) so the client
+    # gets its 413 before the server hangs up on an upload that is still going.
+    oversized_body_linger_seconds: float = 10.0
 
     @property
     def stripe_configured(self) -> bool:

@@ -14,6 +14,7 @@ from sqlmodel import col
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from .admission import Refusal, read_limited
 from .billing import Billing
 from .errors import BillingProblem
 from .models import Organization, Reservation, TopupAttempt, WebhookEvent
@@ -21,7 +22,6 @@ from .stripe_gateway import CANCELED, Payment
 
 log = structlog.stdlib.get_logger("gql_billing.webhooks")
 
-MAX_BODY_BYTES = 256 * 1024
 PAYMENT_EVENTS = {
     "payment_intent.succeeded",
     "payment_intent.payment_failed",
@@ -39,6 +39,7 @@ class Delivery:
     event_type: str = "unknown"
     event_id: str | None = None
     category: str | None = None
+    hang_up: bool = False
 
     @property
     def result(self) -> str:
@@ -63,16 +64,26 @@ class StripeWebhooks:
             result=delivery.detail,
             status=delivery.status,
         )
-        return _answer(delivery.status, delivery.detail)
+        answer = _answer(delivery.status, delivery.detail)
+        if delivery.hang_up:
+            # An upload that went on past the limit: the server hangs up rather than read on.
+            answer.headers["Connection"] = "close"
+        return answer
 
     async def _receive(self, request: Request) -> Delivery:
         secret = self._billing.settings.stripe_webhook_secret
         gateway = self._billing.gateway
         if not secret or gateway is None:
             return Delivery(503, "webhooks are not configured")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return Delivery(413, "body too large")
+        # Read as it streams in, cut off at the limit: nothing checked the sender yet.
+        settings = self._billing.settings
+        body = await read_limited(
+            request,
+            settings.webhook_max_body_bytes,
+            linger_seconds=settings.oversized_body_linger_seconds,
+        )
+        if isinstance(body, Refusal):
+            return Delivery(413, "body too large", hang_up="Connection" in body.headers)
         try:
             event = stripe.Webhook.construct_event(
                 body.decode("utf-8"), request.headers.get("stripe-signature", ""), secret

@@ -1,5 +1,6 @@
-"""The HTTP view: every GraphQL request is size-checked, authenticated and rate-limited
-before Strawberry sees it.
+"""The HTTP view: every GraphQL request passes the admission path (admission.py: body size,
+token, rate limit, usage) before Strawberry sees it; websockets are admitted per message
+(websocket.py).
 
 Responses follow GraphQL over HTTP: a client that asks for `application/graphql-response+json`
 gets it, with 4xx for requests that fail before execution (parse and validation errors, bad
@@ -13,9 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from collections.abc import Mapping
-from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
@@ -35,15 +34,14 @@ from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
-from ..auth import Principal, TokenUsage, authenticate, bearer_token
+from ..admission import Admission, Refusal
+from ..auth import Principal
 from ..billing import Billing
-from ..ratelimit import RateLimiter, build_rate_limiter
 from .context import Context
 from .persisted import PersistedQueries, PersistedQueryMiss, PersistedQueryRefused
 from .playground import graphiql_html
 from .schema import MASKED_MESSAGE, SchemaPolicy, build_schema, is_fault
-
-log = logging.getLogger(__name__)
+from .websocket import AdmittedTransportWS, SizedWebSocketAdapter
 
 JSON = "application/json"
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
@@ -90,30 +88,18 @@ def error_response(
     return JSONResponse(body, status_code, headers=headers, media_type=media_type)
 
 
-def unauthenticated(media_type: str = JSON) -> JSONResponse:
+def refusal_response(refusal: Refusal, media_type: str = JSON) -> JSONResponse:
+    """An admission refusal (401, 413, 429) as a GraphQL-shaped body."""
+    extra: dict[str, Any] = {}
+    if refusal.retry_after_seconds is not None:
+        extra["retryAfter"] = refusal.retry_after_seconds
     return error_response(
-        401,
-        "Missing, invalid or revoked bearer token",
-        "UNAUTHENTICATED",
-        {"WWW-Authenticate": 'Bearer realm="gql-billing"'},
+        refusal.status,
+        refusal.detail,
+        refusal.code,
+        dict(refusal.headers),
         media_type=media_type,
-    )
-
-
-def too_large(limit: int, media_type: str = JSON) -> JSONResponse:
-    return error_response(
-        413, f"Request body exceeds {limit} bytes", "PAYLOAD_TOO_LARGE", media_type=media_type
-    )
-
-
-def rate_limited(retry_after: int, media_type: str = JSON) -> JSONResponse:
-    return error_response(
-        429,
-        f"Rate limit exceeded; retry after {retry_after} s",
-        "RATE_LIMITED",
-        {"Retry-After": str(retry_after)},
-        media_type=media_type,
-        retryAfter=retry_after,
+        **extra,
     )
 
 
@@ -151,29 +137,6 @@ def wants_playground(method: str, params: Mapping[str, Any], headers: Mapping[st
         and "extensions" not in params
         and "text/html" in headers.get("accept", "")
     )
-
-
-def declared_too_large(request: Request, limit: int) -> bool:
-    declared = request.headers.get("content-length", "")
-    return declared.isdigit() and int(declared) > limit
-
-
-async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it grows past `limit` (the rest is never read):
-    a chunked upload has no Content-Length to check up front."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 STREAMING_MEDIA = ("text/event-stream", "multipart/mixed")
@@ -230,21 +193,20 @@ def replay(body: bytes, receive: Receive) -> Receive:
 
 
 class BillingGraphQL(GraphQL[Context, None]):
+    websocket_adapter_class = SizedWebSocketAdapter
+    graphql_transport_ws_handler_class = AdmittedTransportWS
+
     def __init__(
         self,
         billing: Billing,
         *,
-        rate_limiter: RateLimiter,
-        token_usage: TokenUsage,
-        max_body_bytes: int,
+        admission: Admission,
         persisted_queries: PersistedQueries,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.billing = billing
-        self.rate_limiter = rate_limiter
-        self.token_usage = token_usage
-        self.max_body_bytes = max_body_bytes
+        self.admission = admission
         self.persisted_queries = persisted_queries
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -257,36 +219,19 @@ class BillingGraphQL(GraphQL[Context, None]):
             return
         media_type = response_media_type(request.headers.get("accept"))
         try:
-            outcome = await self._admit(request, receive, media_type)
+            # Scopes are checked per field; the body's media type by Strawberry's parsing.
+            admitted = await self.admission.admit(request)
         except ClientDisconnect:
             return
-        if isinstance(outcome, Response):
-            await outcome(scope, receive, send)
+        if isinstance(admitted, Refusal):
+            await refusal_response(admitted, media_type)(scope, receive, send)
             return
-        principal, body = outcome
+        principal, body = admitted.principal, admitted.body
         scope.setdefault("state", {})["principal"] = principal
         request = Request(scope, replay(body, receive))
         response = await self._respond(request, media_type, single_json_post(request, body))
         await response(scope, receive, send)
-        await self._record_use(principal)
-
-    async def _admit(
-        self, request: Request, receive: Receive, media_type: str
-    ) -> tuple[Principal, bytes] | Response:
-        """The caller and the body, or the refusal: 413, 401 or 429, in that order of cost."""
-        if declared_too_large(request, self.max_body_bytes):
-            return too_large(self.max_body_bytes, media_type)
-        token = bearer_token(request.headers.get("authorization"))
-        principal = await authenticate(self.billing.db, token)
-        if principal is None:
-            return unauthenticated(media_type)
-        decision = await self.rate_limiter.hit(f"token:{principal.token_id}")
-        if not decision.allowed:
-            return rate_limited(decision.retry_after_seconds, media_type)
-        body = await read_body(receive, self.max_body_bytes)
-        if body is None:
-            return too_large(self.max_body_bytes, media_type)
-        return principal, body
+        await self.admission.record_use(principal)
 
     async def _respond(
         self, request: Request, media_type: str, single: GraphQLRequestData | None
@@ -410,16 +355,6 @@ class BillingGraphQL(GraphQL[Context, None]):
     def _graphql_response_json(request: Request) -> bool:
         return response_media_type(request.headers.get("accept")) == GRAPHQL_RESPONSE_JSON
 
-    async def close(self) -> None:
-        await self.rate_limiter.close()
-
-    async def _record_use(self, principal: Principal) -> None:
-        # After the response went out: a slow or failed write never delays or fails a request.
-        try:
-            await self.token_usage.record(principal.token_id)
-        except Exception:
-            log.warning("could not record the use of token id %s", principal.token_id)
-
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Authenticate a websocket at connection_init: the token from its payload
         ({"Authorization": "Bearer ..."}), else from the handshake's Authorization header."""
@@ -427,16 +362,17 @@ class BillingGraphQL(GraphQL[Context, None]):
         header = params.get("Authorization", params.get("authorization"))
         if not isinstance(header, str):
             header = context.request.headers.get("authorization")
-        principal = await authenticate(self.billing.db, bearer_token(header))
+        principal = await self.admission.caller(header)
         if principal is None:
             raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
-        # A connection counts as one request of the token's budget.
-        decision = await self.rate_limiter.hit(f"token:{principal.token_id}")
-        if not decision.allowed:
+        # A connection counts as one request of the token's budget; so does each operation.
+        refusal = await self.admission.count(principal)
+        if refusal is not None:
             raise ConnectionRejectionError(
-                {"code": "RATE_LIMITED", "retryAfter": decision.retry_after_seconds}
+                {"code": refusal.code, "retryAfter": refusal.retry_after_seconds}
             )
         context.principal = principal
+        await self.admission.record_use(principal)
         unset: UnsetType = UNSET
         return unset
 
@@ -453,18 +389,12 @@ class BillingGraphQL(GraphQL[Context, None]):
         )
 
 
-def build_view(billing: Billing) -> BillingGraphQL:
+def build_view(billing: Billing, admission: Admission) -> BillingGraphQL:
     """The /graphql endpoint as the settings say: development or production (SPEC §11)."""
     settings = billing.settings
     return BillingGraphQL(
         billing,
-        rate_limiter=build_rate_limiter(settings, billing.clock),
-        token_usage=TokenUsage(
-            billing.db,
-            billing.clock,
-            interval=timedelta(seconds=settings.token_usage_interval_seconds),
-        ),
-        max_body_bytes=settings.max_body_bytes,
+        admission=admission,
         persisted_queries=PersistedQueries(settings.apq_cache_size),
         schema=build_schema(policy=SchemaPolicy.from_settings(settings)),
         graphql_ide=None if settings.production else "graphiql",
