@@ -14,6 +14,7 @@ from sqlmodel import col
 from .clock import Clock
 from .db import Database
 from .errors import InvalidInput, NotFound
+from .freetext import check_free_text
 from .models import ApiToken, utcnow
 
 TOKEN_PREFIX = "gqlb_"
@@ -70,6 +71,7 @@ async def issue_token(
     db: Database, *, organization_id: int | None, scopes: frozenset[Scope], name: str = ""
 ) -> IssuedToken:
     """Create a token; the clear text exists only in the return value."""
+    check_free_text("name", name)
     allowed = SERVICE_SCOPES if organization_id is None else ORGANIZATION_SCOPES
     if not scopes:
         raise InvalidInput("scopes", "A token needs at least one scope")

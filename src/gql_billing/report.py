@@ -19,6 +19,7 @@ from sqlmodel import col
 
 from .db import Database
 from .errors import NotFound
+from .freetext import escaped
 from .graphql.ids import to_global_id
 from .invariants import Check, check_invariants
 from .models import LedgerEntry, Organization, Reservation, TopupAttempt, Wallet
@@ -192,7 +193,7 @@ def render(report: Report, console: Console) -> None:
     """The report as tables, for a person at a terminal."""
     data = report.to_json()
     org, wallet = data["organization"], data["wallet"]
-    console.print(Text(f"{org['name']} ({org['plan']}) {org['id']}", style="bold"))
+    console.print(Text(escaped(f"{org['name']} ({org['plan']}) {org['id']}"), style="bold"))
     console.print(
         f"balance {wallet['balanceCredits']:,}  reserved {wallet['reservedCredits']:,}  "
         f"available {wallet['availableCredits']:,} credits"
@@ -270,8 +271,9 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     for column in columns:
         table.add_column(column)
     for row in rows:
-        # Text, not markup: a reference or a name may contain "[...]".
-        table.add_row(*(c if isinstance(c, Text) else Text(str(c)) for c in row))
+        # Text, not markup: a reference or a name may contain "[...]"; and escaped, since
+        # rows stored before free text was checked may hold terminal control sequences.
+        table.add_row(*(c if isinstance(c, Text) else Text(escaped(str(c))) for c in row))
     if not rows:
         table.add_row(Text("none"), *([""] * (len(columns) - 1)))
     return table

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     max_query_depth: int = 10
     max_query_aliases: int = 30
     max_query_tokens: int = 2000
+    # Fields a document may ask to resolve, page sizes multiplied through nesting, aliases
+    # counted (graphql/limits.py). A full page of 100 ledger entries with their reservation
+    # and approval (24 fields each) costs 2,401; thirty aliases of that are refused.
+    max_query_cost: int = 5000
     max_body_bytes: int = 64 * 1024
     # Operations in one batched (array) request; 0 turns batching off (HTTP 400).
     max_batch_operations: int = 0

@@ -222,6 +222,41 @@ async def test_a_client_accepting_graphql_response_json_gets_a_4xx_miss(
     assert response.json() == NOT_FOUND
 
 
+# -- one organization's documents -----------------------------------------------------------------
+
+
+async def test_a_hash_runs_only_for_the_organization_that_sent_its_document(
+    org: Org, make: Factory, http: httpx.AsyncClient
+) -> None:
+    # given an organization that stored a document, and another organization
+    other = await make.org(credits=1_000, name="Other Imagery")
+    await send(http, org, with_document("Wallet", WALLET))
+
+    # when the other organization asks for it by hash (over POST and GET), and for a hash
+    # nobody ever stored
+    by_post = await send(http, other, hashed("Wallet", WALLET))
+    by_get = await http.get(
+        hashed_get(other.api.url, "Wallet", WALLET), headers=other.api.headers()
+    )
+    unknown = await send(http, other, hashed("Never", named("Never")))
+
+    # then the answers are the same: it cannot tell that the document exists
+    assert (by_post.status_code, by_post.json()) == (200, NOT_FOUND)
+    assert (by_get.status_code, by_get.json()) == (200, NOT_FOUND)
+    assert (unknown.status_code, unknown.json()) == (200, NOT_FOUND)
+
+    # while another token of the first organization runs it by hash
+    token = await make.token(org.pk, "billing:read")
+    colleague = Org(org.pk, org.id, token, make.client(token))
+    mine = await send(http, colleague, hashed("Wallet", WALLET))
+    assert mine.json()["data"]["wallet"]["balanceCredits"] == 23_500
+
+    # and the other organization, once it sent the document itself, runs it on its own wallet
+    await send(http, other, with_document("Wallet", WALLET))
+    theirs = await send(http, other, hashed("Wallet", WALLET))
+    assert theirs.json()["data"]["wallet"]["balanceCredits"] == 1_000
+
+
 # -- the store's bound --------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import ledger
 from ..db import Database
 from ..errors import InvalidInput, NotFound
+from ..freetext import check_free_text
 from ..models import Organization, Plan
 from ..money import check_credits
 
@@ -19,6 +20,7 @@ async def create_organization(
 ) -> Organization:
     if not name.strip():
         raise InvalidInput("name", "An organization needs a name")
+    check_free_text("name", name)
     currency = display_currency.strip().upper()
     if len(currency) != 3 or not currency.isalpha():
         raise InvalidInput("displayCurrency", "Expected an ISO 4217 code such as AUD")
@@ -49,6 +51,7 @@ async def grant_credits(
     check_credits(amount_credits, "credits")
     if not reason.strip():
         raise InvalidInput("reason", "Say why (it is shown on the ledger)")
+    check_free_text("reason", reason)
     async with db.write() as session:
         if await session.get(Organization, organization_id) is None:
             raise NotFound("No such organization")

@@ -35,6 +35,7 @@ from ..errors import (
     PaymentMethodRequired,
     PaymentProviderUnavailable,
 )
+from ..freetext import check_free_text
 from ..models import (
     Approval,
     ApprovalStatus,
@@ -84,6 +85,8 @@ class ReserveRequest:
             raise InvalidInput("reference", "reference must be 1-255 characters")
         if self.description is not None and len(self.description) > MAX_DESCRIPTION_LENGTH:
             raise InvalidInput("description", "description must be at most 500 characters")
+        check_free_text("reference", self.reference)
+        check_free_text("description", self.description)
         return self.organization_id
 
     def fingerprint(self) -> str:
@@ -104,8 +107,11 @@ class Spend:
     approval: Approval | None = None
 
     @property
-    def needs_approval(self) -> bool:
-        return self.reservation.status == S.PENDING_APPROVAL
+    def stopped_at_approval(self) -> bool:
+        """The spend went no further than the approval gate: still waiting for a decision,
+        or refused there (a replay of a rejected spend's key is answered with its approval,
+        never as a created reservation)."""
+        return self.reservation.status in (S.PENDING_APPROVAL, S.REJECTED)
 
 
 class SpendService:
@@ -323,6 +329,7 @@ class SpendService:
         r.settled_at = now
 
     async def release(self, reservation_id: int, reason: str | None = None) -> Spend:
+        check_free_text("reason", reason)
         now = self._clock.now()
         async with self._db.write() as session:
             r = await _locked(session, reservation_id)
@@ -354,6 +361,7 @@ class SpendService:
         return await self._finish_card_settlement(r, "release")
 
     async def refund(self, reservation_id: int, reason: str | None = None) -> Spend:
+        check_free_text("reason", reason)
         now = self._clock.now()
         async with self._db.write() as session:
             r = await _locked(session, reservation_id)
@@ -504,6 +512,7 @@ class SpendService:
     async def reject(
         self, organization_id: int, approval_id: int, token_id: int, reason: str | None
     ) -> Spend:
+        check_free_text("reason", reason)
         now = self._clock.now()
         async with self._db.write() as session:
             approval = await _locked_approval(session, organization_id, approval_id)

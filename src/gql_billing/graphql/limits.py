@@ -1,4 +1,4 @@
-"""Query limits (SPEC §11): depth and aliases as one graphql-core validation rule, tokens as a
+"""Query limits: depth, aliases and cost as one graphql-core validation rule, tokens as a
 parse option, both installed by one extension.
 
 The rule class is made once per schema, never per request: Strawberry's ValidationCache keys
@@ -7,6 +7,13 @@ silently miss the cache on every request. Fragments are measured as if expanded,
 hidden in a fragment count wherever it is spread, and a fragment cycle (reported by the
 spec's NoFragmentCyclesRule) only stops the walk, never recurses: every walk here uses an
 explicit stack.
+
+Cost bounds the work a document asks for before it runs: every field counts once for each
+time it can be resolved, so the selection under a paginated field (one taking `first` or
+`last`) counts once per item of the page it asks for, multiplied through nesting, and every
+alias counts as a field of its own. A page size given by a variable counts as the largest
+page, an absent one as the default page. `{ transactions(first: 100) { edges { node { id
+kind } } } }` costs 1 + 100 x (edges + node + id + kind) = 401.
 """
 
 from __future__ import annotations
@@ -23,10 +30,18 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLField,
+    GraphQLInterfaceType,
+    GraphQLNamedType,
+    GraphQLObjectType,
+    GraphQLSchema,
     InlineFragmentNode,
+    IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    ValidationRule,
     VisitorAction,
+    get_named_type,
 )
 from strawberry.extensions import SchemaExtension
 
@@ -41,6 +56,11 @@ class QueryLimits:
     max_aliases: int = 30
     # Lexical tokens, comments included: the parser stops at the limit, before any work.
     max_tokens: int = 2000
+    # Fields resolved at most, page sizes multiplied through nesting (see the module's doc).
+    max_cost: int = 5000
+    # The page sizes cost assumes: a variable's is the largest, an absent one the default.
+    max_page_size: int = 100
+    default_page_size: int = 20
 
 
 @dataclass(frozen=True)
@@ -136,6 +156,121 @@ class DocumentShapes:
         return Shape(depth, aliases)
 
 
+PAGE_ARGUMENTS = ("first", "last")
+
+
+@dataclass(frozen=True)
+class _Priced:
+    """A selection set on its own: the cost of its fields, and each fragment spread with the
+    number of times it is resolved there (its cost is added once the fragment is priced)."""
+
+    cost: int
+    spreads: tuple[tuple[str, int], ...]
+
+
+class DocumentCosts:
+    """Costs of a document's operations; each fragment is priced once, however often spread
+    (its cost does not depend on where: it scales with the page it is spread under)."""
+
+    def __init__(self, schema: GraphQLSchema, document: DocumentNode, limits: QueryLimits) -> None:
+        self._schema = schema
+        self._limits = limits
+        self._fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        self._own: dict[str, _Priced] = {}
+        self._costs: dict[str, int] = {}
+
+    def of(self, operation: OperationDefinitionNode) -> int:
+        root = self._schema.get_root_type(operation.operation)
+        own = self._price(operation.selection_set, root)
+        for name, _ in own.spreads:
+            self._resolve(name)
+        return self._combine(own)
+
+    def _price(self, selection_set: SelectionSetNode, parent: GraphQLNamedType | None) -> _Priced:
+        cost = 0
+        spreads: list[tuple[str, int]] = []
+        # (selection set, the type it selects from, how many times it is resolved)
+        stack: list[tuple[SelectionSetNode, GraphQLNamedType | None, int]] = [
+            (selection_set, parent, 1)
+        ]
+        while stack:
+            current, parent_type, times = stack.pop()
+            for selection in current.selections:
+                if isinstance(selection, FieldNode):
+                    cost += times
+                    definition = _field(parent_type, selection.name.value)
+                    if selection.selection_set is not None:
+                        child = get_named_type(definition.type) if definition else None
+                        page = self._page_size(selection, definition)
+                        stack.append((selection.selection_set, child, times * page))
+                elif isinstance(selection, InlineFragmentNode):
+                    condition = selection.type_condition
+                    narrowed = self._schema.get_type(condition.name.value) if condition else None
+                    stack.append((selection.selection_set, narrowed or parent_type, times))
+                elif isinstance(selection, FragmentSpreadNode):
+                    spreads.append((selection.name.value, times))
+        return _Priced(cost, tuple(spreads))
+
+    def _page_size(self, node: FieldNode, definition: GraphQLField | None) -> int:
+        """How many items the field's selection is resolved for: 1 unless it is paginated."""
+        if definition is None or not any(a in definition.args for a in PAGE_ARGUMENTS):
+            return 1
+        sizes = [
+            self._argument_size(argument.value)
+            for argument in node.arguments or ()
+            if argument.name.value in PAGE_ARGUMENTS
+        ]
+        return max(sizes, default=self._limits.default_page_size)
+
+    def _argument_size(self, value: Any) -> int:
+        # A literal beyond the largest page is refused when the field runs; until then it
+        # costs the largest page. A variable may be anything up to it.
+        if isinstance(value, IntValueNode):
+            return max(1, min(int(value.value), self._limits.max_page_size))
+        return self._limits.max_page_size
+
+    def _own_of(self, name: str) -> _Priced:
+        if name not in self._own:
+            fragment = self._fragments.get(name)
+            if fragment is None:
+                # An unknown fragment is KnownFragmentNamesRule's to report; it costs nothing.
+                self._own[name] = _Priced(0, ())
+            else:
+                condition = self._schema.get_type(fragment.type_condition.name.value)
+                self._own[name] = self._price(fragment.selection_set, condition)
+        return self._own[name]
+
+    def _resolve(self, root: str) -> None:
+        """Post-order over the spread graph; a spread back into the path (a cycle) costs 0."""
+        on_path: set[str] = set()
+        stack: list[tuple[str, Iterator[tuple[str, int]]]] = []
+        if root not in self._costs:
+            on_path.add(root)
+            stack.append((root, iter(self._own_of(root).spreads)))
+        while stack:
+            name, pending = stack[-1]
+            child = next(pending, None)
+            if child is None:
+                stack.pop()
+                on_path.discard(name)
+                self._costs[name] = self._combine(self._own_of(name))
+            elif child[0] not in self._costs and child[0] not in on_path:
+                on_path.add(child[0])
+                stack.append((child[0], iter(self._own_of(child[0]).spreads)))
+
+    def _combine(self, own: _Priced) -> int:
+        return own.cost + sum(times * self._costs.get(name, 0) for name, times in own.spreads)
+
+
+def _field(parent: GraphQLNamedType | None, name: str) -> GraphQLField | None:
+    if isinstance(parent, GraphQLObjectType | GraphQLInterfaceType):
+        found: GraphQLField | None = parent.fields.get(name)
+        return found
+    return None
+
+
 def limit_error(
     limit: str, measured: int, maximum: int, node: OperationDefinitionNode
 ) -> GraphQLError:
@@ -147,14 +282,17 @@ def limit_error(
 
 
 def limits_rule(limits: QueryLimits) -> type[ASTValidationRule]:
-    """The depth and alias rule for these limits: call once per schema, not per request."""
+    """The depth, alias and cost rule for these limits: call once per schema, not per
+    request."""
 
-    class QueryLimitsRule(ASTValidationRule):
+    class QueryLimitsRule(ValidationRule):
         def enter_document(self, node: DocumentNode, *_args: Any) -> VisitorAction:
             shapes = DocumentShapes(node)
+            costs = DocumentCosts(self.context.schema, node, limits)
             for definition in node.definitions:
                 if isinstance(definition, OperationDefinitionNode):
                     self._check(definition, shapes.of(definition))
+                    self._check_cost(definition, costs.of(definition))
             return SKIP
 
         def _check(self, operation: OperationDefinitionNode, shape: Shape) -> None:
@@ -164,6 +302,10 @@ def limits_rule(limits: QueryLimits) -> type[ASTValidationRule]:
                 self.report_error(
                     limit_error("aliases", shape.aliases, limits.max_aliases, operation)
                 )
+
+        def _check_cost(self, operation: OperationDefinitionNode, cost: int) -> None:
+            if cost > limits.max_cost:
+                self.report_error(limit_error("cost", cost, limits.max_cost, operation))
 
     return QueryLimitsRule
 

@@ -11,6 +11,11 @@ A request with `extensions.persistedQuery = {"version": 1, "sha256Hash": ...}`:
 
 The store is a bounded LRU per process: a miss after eviction (or on another worker) costs
 the client one round trip more, never a wrong answer, since a hash names one document.
+
+Documents are kept per organization (per token for service tokens, which have none): a hash
+runs only for the organization that sent its document in full. Otherwise one organization
+could learn, by asking for a hash, that another stored a document, and documents can carry
+names and references in their literals.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Any
 
 from graphql import GraphQLError
 from strawberry.types import ExecutionResult
+
+from ..auth import Principal
 
 NOT_FOUND = ("PersistedQueryNotFound", "PERSISTED_QUERY_NOT_FOUND")
 NOT_SUPPORTED = ("PersistedQueryNotSupported", "PERSISTED_QUERY_NOT_SUPPORTED")
@@ -58,33 +65,43 @@ class Resolved:
     miss: PersistedQueryMiss | None = None
 
 
+def persisted_owner(principal: Principal) -> str:
+    """Whose persisted documents a caller may run: its organization's, or for a service token
+    (no organization) its own."""
+    if principal.organization_id is not None:
+        return f"organization:{principal.organization_id}"
+    return f"token:{principal.token_id}"
+
+
 class PersistedQueries:
-    """The hash -> document store: at most `size` documents, least recently used out first;
-    size 0 turns the protocol off (clients are told `PersistedQueryNotSupported`)."""
+    """The (owner, hash) -> document store: at most `size` documents in all, least recently
+    used out first; size 0 turns the protocol off (clients are told
+    `PersistedQueryNotSupported`). `owner` is whoever may run the document by its hash."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._documents: OrderedDict[str, str] = OrderedDict()
+        self._documents: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._documents)
 
-    def lookup(self, sha256: str) -> str | None:
-        document = self._documents.get(sha256)
+    def lookup(self, owner: str, sha256: str) -> str | None:
+        document = self._documents.get((owner, sha256))
         if document is not None:
-            self._documents.move_to_end(sha256)
+            self._documents.move_to_end((owner, sha256))
         return document
 
-    def store(self, sha256: str, document: str) -> None:
+    def store(self, owner: str, sha256: str, document: str) -> None:
         if self.size <= 0:
             return
-        self._documents[sha256] = document
-        self._documents.move_to_end(sha256)
+        self._documents[(owner, sha256)] = document
+        self._documents.move_to_end((owner, sha256))
         while len(self._documents) > self.size:
             self._documents.popitem(last=False)
 
-    def resolve(self, query: str | None, extensions: dict[str, Any] | None) -> Resolved:
-        """The document a request names; raises PersistedQueryRefused when it is malformed."""
+    def resolve(self, owner: str, query: str | None, extensions: dict[str, Any] | None) -> Resolved:
+        """The document a request of `owner` names; raises PersistedQueryRefused when it is
+        malformed. Another owner's documents are unknown hashes here."""
         persisted = (extensions or {}).get("persistedQuery")
         if persisted is None:
             return Resolved(query)
@@ -98,7 +115,7 @@ class PersistedQueries:
         if self.size <= 0:
             return Resolved(None, miss=PersistedQueryMiss.build(NOT_SUPPORTED))
         if query is None:
-            document = self.lookup(sha256)
+            document = self.lookup(owner, sha256)
             if document is None:
                 return Resolved(None, miss=PersistedQueryMiss.build(NOT_FOUND))
             return Resolved(document)

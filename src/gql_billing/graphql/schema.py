@@ -74,6 +74,9 @@ class SchemaPolicy:
             max_depth=settings.max_query_depth,
             max_aliases=settings.max_query_aliases,
             max_tokens=settings.max_query_tokens,
+            max_cost=settings.max_query_cost,
+            max_page_size=settings.max_page_size,
+            default_page_size=settings.default_page_size,
         )
         return cls(
             limits=limits,

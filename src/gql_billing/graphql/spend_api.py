@@ -79,7 +79,11 @@ class ReservationCreated:
     wallet: Wallet
 
 
-@strawberry.type(description="The spend waits for a billing:approve decision.")
+@strawberry.type(
+    description="The spend waits for a billing:approve decision (its reservation is "
+    "PENDING_APPROVAL), or, when the same key is sent again after the decision, was "
+    "rejected (the approval and its reservation are REJECTED)."
+)
 class ApprovalRequired:
     approval: Approval
 
@@ -130,11 +134,19 @@ CaptureReservationResult = Annotated[
     strawberry.union("CaptureReservationResult"),
 ]
 ReleaseReservationResult = Annotated[
-    ReservationReleased | p.NotFound | p.InvalidState | p.PaymentProviderUnavailable,
+    ReservationReleased
+    | p.NotFound
+    | p.InvalidState
+    | p.PaymentProviderUnavailable
+    | p.InvalidInput,
     strawberry.union("ReleaseReservationResult"),
 ]
 RefundReservationResult = Annotated[
-    ReservationRefunded | p.NotFound | p.InvalidState | p.PaymentProviderUnavailable,
+    ReservationRefunded
+    | p.NotFound
+    | p.InvalidState
+    | p.PaymentProviderUnavailable
+    | p.InvalidInput,
     strawberry.union("RefundReservationResult"),
 ]
 DecideApprovalResult = Annotated[
@@ -146,7 +158,8 @@ DecideApprovalResult = Annotated[
     | p.PaymentMethodRequired
     | p.CardDeclined
     | p.PaymentProviderUnavailable
-    | p.BillingNotConfigured,
+    | p.BillingNotConfigured
+    | p.InvalidInput,
     strawberry.union("DecideApprovalResult"),
 ]
 
@@ -199,7 +212,7 @@ class SpendMutation:
             spend = await info.context.billing.spend.reserve(request)
         except errors.BillingProblem as exc:
             return p.from_exception(_as_seen_by_service(info, exc))  # type: ignore[return-value]
-        if spend.needs_approval:
+        if spend.stopped_at_approval:
             assert spend.approval is not None
             return ApprovalRequired(approval=Approval.from_row(spend.approval))
         return ReservationCreated(

@@ -38,7 +38,12 @@ from ..admission import Admission, Refusal
 from ..auth import Principal
 from ..billing import Billing
 from .context import Context
-from .persisted import PersistedQueries, PersistedQueryMiss, PersistedQueryRefused
+from .persisted import (
+    PersistedQueries,
+    PersistedQueryMiss,
+    PersistedQueryRefused,
+    persisted_owner,
+)
 from .playground import graphiql_html
 from .schema import MASKED_MESSAGE, SchemaPolicy, build_schema, is_fault
 from .websocket import AdmittedTransportWS, SizedWebSocketAdapter
@@ -323,7 +328,10 @@ class BillingGraphQL(GraphQL[Context, None]):
         root_value: None,
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
-        resolved = self.persisted_queries.resolve(request_data.query, request_data.extensions)
+        owner = persisted_owner(context.principal)
+        resolved = self.persisted_queries.resolve(
+            owner, request_data.query, request_data.extensions
+        )
         if resolved.miss is not None:
             return resolved.miss
         result = await super().execute_single(
@@ -336,7 +344,7 @@ class BillingGraphQL(GraphQL[Context, None]):
         )
         # Stored once it parsed and validated: the store never holds a document that fails.
         if resolved.sha256 and resolved.query and request_error_status(result) is None:
-            self.persisted_queries.store(resolved.sha256, resolved.query)
+            self.persisted_queries.store(owner, resolved.sha256, resolved.query)
         return result
 
     async def process_result(
