@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Row, Table, bindparam, case, cast, func, select
+from sqlalchemy import BigInteger, Table, bindparam, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import StreamingResponse
 
@@ -115,20 +115,22 @@ def neutralised(text: str | None) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
-def csv_cells(row: Row[Any]) -> list[object]:
-    """One ledger row as its CSV cells (the same values GraphQL's `transactions` shows)."""
+def csv_cells(row: Sequence[Any]) -> list[object]:
+    """One row of _CSV_QUERY as its CSV cells (the same values GraphQL's `transactions` shows)."""
+    pk, created_at, kind, amount, balance_delta, available_delta, balance_after, *rest = row
+    available_after, description, reference, payment_intent_id = rest
     return [
-        to_global_id("Transaction", row.id),
-        row.created_at.isoformat(),
-        row.kind,
-        row.amount_credits,
-        row.balance_delta_credits,
-        row.available_delta_credits,
-        row.balance_after_credits,
-        row.available_after_credits,
-        neutralised(row.description),
-        neutralised(row.reference),
-        row.payment_intent_id or "",
+        to_global_id("Transaction", pk),
+        created_at.isoformat(),
+        kind,
+        amount,
+        balance_delta,
+        available_delta,
+        balance_after,
+        available_after,
+        neutralised(description),
+        neutralised(reference),
+        payment_intent_id or "",
     ]
 
 
