@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import insert
 
 from conftest import Factory, Org
 from gql_billing import ledger
 from gql_billing.clock import FakeClock
+from gql_billing.models import LedgerEntry
 from gql_billing.settings import Settings
 from support.api import GraphQLClient
 from support.cards import save_card
@@ -465,16 +467,60 @@ async def test_balance_history_needs_billing_read_and_is_the_callers_own(make: F
     ours = await make.org()
     theirs = await make.org(credits=9_999, name="Rival")
     write_only = make.client(await make.token(ours.pk, "billing:write"))
-    # (the seed grant is booked at the real time, not the fake clock's)
+    # (the seed grant is booked at the real time, not the fake clock's: a range around today
+    # holds it even if midnight passes meanwhile)
     today = datetime.now(UTC).date()
+    days = (today - timedelta(days=1), today + timedelta(days=1))
 
     # when each asks
-    own = await history(ours, today - timedelta(days=1), today)
-    their_own = await history(theirs, today - timedelta(days=1), today)
+    own = await history(ours, *days)
+    their_own = await history(theirs, *days)
     refused = (await write_only.post(HISTORY, {"from": "2026-11-19", "to": "2026-11-20"})).json()
 
     # then neither sees the other's movements, and billing:read is required
-    assert [p["closingBalanceCredits"] for p in own] == [0, 0]
-    assert [p["closingBalanceCredits"] for p in their_own] == [0, 9_999]
+    assert [p["closingBalanceCredits"] for p in own] == [0, 0, 0]
+    assert sum(p["creditedCredits"] for p in own) == 0
+    assert their_own[-1]["closingBalanceCredits"] == 9_999
+    assert sum(p["creditedCredits"] for p in their_own) == 9_999
     assert refused["data"] == {"balanceHistory": None}
     assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_a_client_hanging_up_mid_export_gives_its_connection_back(
+    make: Factory, http: httpx.AsyncClient
+) -> None:
+    # given a ledger far longer than one batch (bulk-inserted, running totals chaining)
+    org = await make.org()
+    async with make.app.billing.db.write() as session:
+        wallet = await ledger.wallet_for(session, org.pk)
+        rows = [
+            {
+                "organization_id": org.pk,
+                "wallet_id": wallet.id,
+                "kind": "ADJUSTMENT",
+                "amount_credits": 1,
+                "balance_delta_credits": 1,
+                "available_delta_credits": 1,
+                "balance_after_credits": i + 1,
+                "available_after_credits": i + 1,
+                "description": f"entry {i}",
+                "created_at": datetime(2026, 11, 1, tzinfo=UTC),
+            }
+            for i in range(30_000)
+        ]
+        await session.execute(insert(LedgerEntry), rows)
+
+    # when more clients than the database pool holds each read a little and hang up
+    url = f"{make.app.base_url}/v1/op/billing.credits.transactions?format=csv"
+    for _ in range(60):
+        async with http.stream("GET", url, headers={"Authorization": f"Bearer {org.token}"}) as r:
+            assert r.status_code == 200
+            async for _chunk in r.aiter_raw():
+                break
+
+    # then the server still reads the database promptly: no session was left behind
+    wallet_now = await asyncio.wait_for(org.api("{ wallet { balanceCredits } }"), timeout=20)
+    assert wallet_now == {"wallet": {"balanceCredits": 0}}
+    whole = parsed(await csv_export(http, make.app.base_url, org.token))
+    assert len(whole) == 1 + 30_000
+    assert whole[1][6] == "30000"
