@@ -8,7 +8,7 @@ CLIENTS := tests/clients
 NODE_STAMP := $(CLIENTS)/node_modules/.installed
 
 .PHONY: demo test test-sqlite test-postgres lint typecheck format serve schema clean bench \
-	graphiql-assets
+	bench-statements graphiql-assets
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found (set PYTHON=...)"; exit 1; }
@@ -77,6 +77,11 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk || \
 		{ apt-get update && apt-get install -y wrk; }
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The CSV export and balanceHistory on a 1,000,000-entry ledger, SQLite and PostgreSQL (when
+# it answers): a few minutes, results in bench/results_statements.json.
+bench-statements: $(STAMP)
+	$(BIN)/python -m bench.statements $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/clients/node_modules

@@ -11,13 +11,16 @@ transaction already holds the whole database).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, make_url
+from sqlalchemy import ColumnElement, Date, Row, Select, bindparam, event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 WALLETS_CHANGED = "wallets_changed"
 
@@ -78,6 +81,45 @@ class Database:
         ):
             yield session
 
+    async def batches(
+        self,
+        query: Select[Any],
+        newest_first_by: ColumnElement[int],
+        *,
+        size: int,
+        params: Mapping[str, Any],
+    ) -> AsyncIterator[Sequence[Row[Any]]]:
+        """`query`'s rows, newest first by the (unique) `newest_first_by` column, `size` at a
+        time, so a million rows never sit in memory at once.
+
+        PostgreSQL: one server-side cursor (asyncpg), read `size` rows a fetch. SQLite: keyset
+        batches (`WHERE id < :last ORDER BY id DESC LIMIT :size`), each in its own short read
+        transaction: one read held open for a whole export would keep SQLite from
+        checkpointing its write-ahead log while writers go on appending to it. Rows appended
+        meanwhile have larger ids, so they never show up after the first batch either way."""
+        ordered = query.order_by(newest_first_by.desc())
+        if not self.sqlite:
+            async with self.read() as session:
+                result = await session.stream(
+                    ordered.execution_options(yield_per=size), dict(params)
+                )
+                async for partition in result.partitions():
+                    yield partition
+            return
+        first = ordered.limit(size)
+        later = ordered.where(newest_first_by < bindparam("before_key")).limit(size)
+        bound = dict(params)
+        statement = first
+        while True:
+            async with self.read() as session:
+                rows = (await session.execute(statement, bound)).all()
+            if rows:
+                yield rows
+            if len(rows) < size:
+                return
+            bound["before_key"] = rows[-1]._mapping[newest_first_by]
+            statement = later
+
     async def dispose(self) -> None:
         await self.read_engine.dispose()
         if self.write_engine is not self.read_engine:
@@ -118,3 +160,22 @@ def _sqlite_engine(url: str, busy_timeout_ms: int, begin_sql: str) -> AsyncEngin
         connection.exec_driver_sql(begin_sql)
 
     return engine
+
+
+class utc_day(FunctionElement[Any]):
+    """The UTC calendar day of a stored timestamp (stored as naive UTC on both backends)."""
+
+    type = Date()
+    inherit_cache = True
+    name = "utc_day"
+
+
+@compiles(utc_day, "sqlite")
+def _utc_day_sqlite(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    # 'YYYY-MM-DD' text, which the Date type reads back as a date.
+    return f"date({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(utc_day, "postgresql")
+def _utc_day_postgresql(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS DATE)"

@@ -173,6 +173,8 @@ class LedgerEntry(SQLModel, table=True):
         # A PaymentIntent grants (and bonuses) at most once, whoever settles it.
         UniqueConstraint("payment_intent_id", "kind", name="uq_ledger_payment_intent_kind"),
         Index("ix_ledger_org_id", "organization_id", "id"),
+        # Balance history and dated exports: one organization's entries between two instants.
+        Index("ix_ledger_org_created", "organization_id", "created_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

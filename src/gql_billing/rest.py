@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import errors, models
+from . import errors, models, statements
 from .admission import Admission, Refusal
 from .auth import Principal, Scope
 from .billing import Billing
@@ -83,7 +83,8 @@ def _snake(name: str) -> str:
 class Operation:
     method: str
     scope: Scope
-    handler: Callable[[Billing, int, Request, dict[str, Any]], Awaitable[dict[str, Any]]]
+    # A dict is answered as JSON; a handler may answer otherwise itself (the CSV export).
+    handler: Callable[[Billing, int, Request, dict[str, Any]], Awaitable[dict[str, Any] | Response]]
 
 
 async def balance(
@@ -118,8 +119,10 @@ async def balance(
 
 async def transactions(
     billing: Billing, org_id: int, request: Request, _: dict[str, Any]
-) -> dict[str, Any]:
+) -> dict[str, Any] | Response:
     params = request.query_params
+    if statements.wants_csv(params.get("format"), request.headers.get("accept")):
+        return await statements.csv_response(billing.db, org_id, params)
     limit = _int_param(params.get("limit"), "limit", default=billing.settings.default_page_size)
     if not 1 <= limit <= billing.settings.max_page_size:
         raise errors.InvalidInput(
@@ -315,7 +318,7 @@ class RestApi:
             return problem_response(exc.status, exc.title, exc.detail, **exc.extra)
         except errors.BillingProblem as exc:
             return from_billing_problem(exc)
-        return JSONResponse(result)
+        return result if isinstance(result, Response) else JSONResponse(result)
 
 
 def _org(principal: Principal) -> int:

@@ -51,6 +51,7 @@ REQUIRED: dict[str, Scope | None] = {
     "Query.reservations": READ,
     "Query.approvals": READ,
     "Query.invoices": READ,
+    "Query.balanceHistory": READ,
     "Mutation.createSetupIntent": WRITE,
     "Mutation.attachPaymentMethod": WRITE,
     "Mutation.setDefaultPaymentMethod": WRITE,
@@ -89,6 +90,7 @@ SCALAR_VALUES: dict[str, Any] = {
     "Boolean": False,
     "Credits": 100,
     "DateTime": "2026-11-20T09:30:00+00:00",
+    "Date": "2026-11-20",
 }
 
 

@@ -36,6 +36,7 @@ from .queries import Query
 from .scalars import CREDITS_SCALAR, Credits
 from .spend_api import SpendMutation, SpendQuery
 from .spend_types import Approval, Invoice, Reservation
+from .statements_api import StatementsQuery
 from .types import Organization, PaymentMethod, TopupAttempt, Transaction, Wallet
 
 MASKED_MESSAGE = "Internal server error"
@@ -127,7 +128,7 @@ def build_schema(
         ApplyLimits, rules=policy.validation_rules(), max_tokens=policy.limits.max_tokens
     )
     caches: list[Callable[[], SchemaExtension]] = [ParserCache, ValidationCache]
-    query = merge_types("Query", (Query, SpendQuery))
+    query = merge_types("Query", (Query, SpendQuery, StatementsQuery))
     mutation = merge_types("Mutation", (Mutation, SpendMutation))
     record_root_outcomes(query, mutation)
     schema = BillingSchema(
