@@ -277,10 +277,10 @@ class RestApi:
     async def handle(self, request: Request) -> Response:
         operation = OPERATIONS.get(request.path_params["operation"])
         if operation is None:
-            return problem_response(404, "Not found", "No such operation")
+            return problem_response(404, errors.NotFound.title, "No such operation")
         if request.method != operation.method:
             return problem_response(
-                405, "Method not allowed", f"Use {operation.method}", allow=operation.method
+                405, "Method Not Allowed", f"Use {operation.method}", allow=operation.method
             )
         principal = await authenticate(
             self._billing.db, bearer_token(request.headers.get("authorization"))
@@ -309,15 +309,15 @@ def _org(principal: Principal) -> int:
 async def _json_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
-        raise HttpProblem(413, "Payload too large", "The body is over 64 KiB")
+        raise HttpProblem(413, "Payload Too Large", "The body is over 64 KiB")
     if not raw.strip():
         return {}
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise HttpProblem(400, "Bad request", "The body is not valid JSON") from exc
+        raise HttpProblem(400, "Bad Request", "The body is not valid JSON") from exc
     if not isinstance(body, dict):
-        raise HttpProblem(400, "Bad request", "The body must be a JSON object")
+        raise HttpProblem(400, "Bad Request", "The body must be a JSON object")
     return body
 
 

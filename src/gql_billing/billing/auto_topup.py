@@ -221,8 +221,12 @@ class AutoTopupService:
                 # Switched off, or topped up meanwhile: the queued charge is not needed.
                 await session.delete(attempt)
                 return True, None
-            # The charge is the amount configured now, and the cap is checked against it.
+            # The charge is the amount configured now, on the card that is the default now
+            # (it may have waited hours), and the cap is checked against it.
             attempt.aud_cents = wallet.auto_topup_amount_credits or attempt.aud_cents
+            card = await default_card(session, attempt.organization_id)
+            if card is not None:
+                attempt.payment_method_stripe_id = card.stripe_id
             cap_cents = (wallet.auto_daily_cap_aud or 0) * 100
             if (
                 await charged_today_aud_cents(session, attempt.organization_id, now)

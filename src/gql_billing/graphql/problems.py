@@ -7,15 +7,31 @@ from typing import Any
 import strawberry
 
 from .. import errors
+from .context import Info
 from .ids import to_global_id
 from .scalars import Credits
+from .types import TopupAttempt
 
 
-@strawberry.interface(description="An expected failure; status is the REST API's HTTP status.")
+@strawberry.interface(
+    description="An expected failure; httpStatus is the REST API's HTTP status for the same "
+    "case, and title the same words as the REST problem document."
+)
 class Problem:
     title: str
-    status: int
+    status: int = strawberry.field(
+        deprecation_reason="Use httpStatus. `status` clashes with TopupSuccess.status (a String) "
+        "when one selection asks for both."
+    )
+    http_status: int
     detail: str
+
+
+async def _topup_attempt(root: AuthenticationRequired, info: Info) -> TopupAttempt | None:
+    if root.topup_attempt_pk is None:
+        return None
+    row = await info.context.loaders.topup_attempt.load(root.topup_attempt_pk)
+    return TopupAttempt.from_row(row) if row else None
 
 
 @strawberry.type
@@ -24,7 +40,17 @@ class AuthenticationRequired(Problem):
     payment_intent_id: str
     payment_method_id: str | None
     requires_action: bool
-    topup_attempt_id: strawberry.ID | None
+    topup_attempt_id: strawberry.ID | None = strawberry.field(
+        description="The top-up attempt to resume, when this came from a top-up.",
+        deprecation_reason="Use topupAttempt { id }. This field clashes with "
+        "TopupSuccess.topupAttemptId (ID!) when one selection asks for both.",
+    )
+    # Resolver assigned in place (not a decorated method), so the fields keep their order.
+    topup_attempt: TopupAttempt | None = strawberry.field(
+        resolver=_topup_attempt,
+        description="The top-up attempt to resume, when this came from a top-up.",
+    )
+    topup_attempt_pk: strawberry.Private[int | None]
 
 
 @strawberry.type
@@ -74,7 +100,12 @@ class BillingNotConfigured(Problem):
 
 
 def from_exception(exc: errors.BillingProblem) -> Problem:
-    base: dict[str, Any] = {"title": exc.title, "status": exc.status, "detail": exc.detail}
+    base: dict[str, Any] = {
+        "title": exc.title,
+        "status": exc.status,
+        "http_status": exc.status,
+        "detail": exc.detail,
+    }
     match exc:
         case errors.AuthenticationRequired():
             attempt = exc.topup_attempt_id
@@ -87,6 +118,7 @@ def from_exception(exc: errors.BillingProblem) -> Problem:
                 topup_attempt_id=(
                     strawberry.ID(to_global_id("TopupAttempt", attempt)) if attempt else None
                 ),
+                topup_attempt_pk=attempt,
             )
         case errors.CardDeclined():
             return CardDeclined(**base, decline_code=exc.decline_code)

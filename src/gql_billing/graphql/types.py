@@ -36,8 +36,11 @@ TransactionKind = strawberry.enum(models.EntryKind, name="TransactionKind")
 
 @strawberry.enum(name="TopupStatus")
 class TopupStatus(Enum):
-    """A queued auto top-up reads as PROCESSING."""
-
+    QUEUED = strawberry.enum_value(
+        "QUEUED",
+        description="An automatic top-up waiting for its turn (the daily cap, or back-off "
+        "after a decline): nothing is charged yet; `notBefore` says when it may run.",
+    )
     PROCESSING = "PROCESSING"
     REQUIRES_ACTION = "REQUIRES_ACTION"
     SUCCEEDED = "SUCCEEDED"
@@ -154,6 +157,9 @@ class TopupAttempt(Node):
         description="The PaymentIntent's client secret, only while REQUIRES_ACTION."
     )
     failure_reason: str | None
+    not_before: datetime | None = strawberry.field(
+        description="For a QUEUED attempt: the earliest time it will be charged."
+    )
     created_at: datetime
     completed_at: datetime | None
 
@@ -161,10 +167,10 @@ class TopupAttempt(Node):
     def from_row(cls, row: models.TopupAttempt) -> TopupAttempt:
         assert row.id is not None
         status = models.TopupStatus(row.status)
-        visible = "PROCESSING" if status == models.TopupStatus.QUEUED else status.value
+        queued = status == models.TopupStatus.QUEUED
         return cls(
             id=strawberry.ID(to_global_id("TopupAttempt", row.id)),
-            status=TopupStatus(visible),
+            status=TopupStatus(status.value),
             trigger=models.TopupTrigger(row.trigger),
             aud_cents=row.aud_cents,
             credits_granted=row.credits_granted,
@@ -174,6 +180,8 @@ class TopupAttempt(Node):
                 row.client_secret if status == models.TopupStatus.REQUIRES_ACTION else None
             ),
             failure_reason=row.failure_reason,
+            # A queued attempt may run from the moment it was queued unless told to wait.
+            not_before=(row.not_before or row.created_at) if queued else None,
             created_at=row.created_at,
             completed_at=row.completed_at,
         )
