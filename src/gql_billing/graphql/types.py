@@ -4,22 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Any
 
 import strawberry
-from graphql import GraphQLError
 from sqlalchemy import Row, select
 from sqlmodel import col
 
-from .. import errors, models
+from .. import models
 from ..billing.auto_topup import charged_today_aud_cents
-from ..money import Money as MoneyValue
+from .common import Money, Node, PageInfo, money
 from .context import Info
 from .ids import to_global_id
 from .scalars import Credits
-
-if TYPE_CHECKING:
-    from .spend_types import Reservation
+from .spend_types import Reservation
 
 
 @strawberry.enum
@@ -48,51 +45,6 @@ class TopupStatus(Enum):
 
 
 TopupTrigger = strawberry.enum(models.TopupTrigger, name="TopupTrigger")
-
-
-@strawberry.interface(description="An object with a global id, refetchable through `node`.")
-class Node:
-    id: strawberry.ID
-
-
-def user_error(exc: errors.InvalidInput) -> GraphQLError:
-    """An invalid argument on a query field (no union to carry it): a typed GraphQL error."""
-    return GraphQLError(exc.detail, extensions={"code": "BAD_USER_INPUT", "field": exc.field})
-
-
-@strawberry.type(description="An amount of money; `amount` is a decimal string in major units.")
-class Money:
-    value: strawberry.Private[MoneyValue]
-
-    @strawberry.field
-    def amount(self) -> str:
-        return self.value.amount_text
-
-    @strawberry.field
-    def currency(self) -> str:
-        return self.value.currency
-
-    @strawberry.field
-    def is_estimate(self) -> bool:
-        return self.value.is_estimate
-
-    @strawberry.field
-    def rate_as_of(self) -> datetime | None:
-        return self.value.rate_as_of
-
-    @strawberry.field(description='CLDR formatting for the locale (default en-AU), e.g. "$735.00".')
-    def formatted(self, locale: str | None = None) -> str:
-        try:
-            return self.value.formatted(locale)
-        except errors.InvalidInput as exc:
-            raise user_error(exc) from exc
-
-
-def money(info: Info, amount_credits: int, currency: str | None) -> Money:
-    try:
-        return Money(value=info.context.billing.rates.credits_to_money(amount_credits, currency))
-    except errors.InvalidInput as exc:
-        raise user_error(exc) from exc
 
 
 @strawberry.type
@@ -304,11 +256,7 @@ class Wallet(Node):
         return self.row.updated_at
 
 
-async def _transaction_reservation(
-    root: Transaction, info: Info
-) -> Annotated[Reservation, strawberry.lazy("gql_billing.graphql.spend_types")] | None:
-    from .spend_types import Reservation
-
+async def _transaction_reservation(root: Transaction, info: Info) -> Reservation | None:
     if root.reservation_id is None:
         return None
     row = await info.context.loaders.reservation.load(root.reservation_id)
@@ -354,9 +302,7 @@ class Transaction(Node):
     description: str
     reference: str | None
     # Resolvers assigned in place (not decorated methods), so the fields keep their order.
-    reservation: (
-        Annotated[Reservation, strawberry.lazy("gql_billing.graphql.spend_types")] | None
-    ) = strawberry.field(resolver=_transaction_reservation)
+    reservation: Reservation | None = strawberry.field(resolver=_transaction_reservation)
     topup: TopupAttempt | None = strawberry.field(resolver=_transaction_topup)
     created_at: datetime
     reservation_id: strawberry.Private[int | None]
@@ -382,14 +328,6 @@ class Transaction(Node):
             reservation_id=row.reservation_id,
             topup_attempt_id=row.topup_attempt_id,
         )
-
-
-@strawberry.type
-class PageInfo:
-    has_next_page: bool
-    has_previous_page: bool
-    start_cursor: str | None
-    end_cursor: str | None
 
 
 @strawberry.type
