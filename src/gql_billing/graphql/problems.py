@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar, cast
 
 import strawberry
 
@@ -143,3 +145,23 @@ def from_exception(exc: errors.BillingProblem) -> Problem:
         case errors.BillingNotConfigured():
             return BillingNotConfigured(**base)
     raise exc
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def problems_as_members(resolver: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """A mutation resolver returns its success; a BillingProblem it raises becomes the union
+    member of the same name, caught here once instead of in every resolver."""
+
+    @functools.wraps(resolver)
+    async def resolve(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await resolver(*args, **kwargs)
+        except errors.BillingProblem as exc:
+            # Each result union lists the problems its service raises; strawberry refuses
+            # (as a masked fault) a member the union lacks.
+            return cast(R, from_exception(exc))
+
+    return resolve
