@@ -2,15 +2,19 @@
 
 `StripeGateway` uses the official SDK's async client. Outages (connection errors, timeouts,
 5xx, rate limits, an idempotent request still in flight at Stripe) become
-PaymentProviderUnavailable; everything a caller must act on comes back as data.
+PaymentProviderUnavailable; everything a caller must act on comes back as data. No
+`stripe` exception leaves this module: a request Stripe refuses is PaymentProviderRefused,
+a webhook that does not verify is InvalidWebhook.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import stripe
 
@@ -30,6 +34,46 @@ MAX_LIST_PAGES = 50
 AUTHENTICATION_CODES = frozenset(
     {"authentication_required", "payment_intent_authentication_failure"}
 )
+
+
+class PaymentProviderRefused(Exception):
+    """Stripe refused a request, not for an outage: an object it does not have (another
+    account's id, a forged one) or parameters it does not accept. The same request gets the
+    same answer."""
+
+
+class InvalidWebhook(Exception):
+    """A webhook whose body or signature does not verify: forged, tampered or stale."""
+
+
+def verify_webhook(payload: bytes, signature: str, secret: str) -> dict[str, Any]:
+    """The event, once its `Stripe-Signature` verifies over the exact raw body (default
+    tolerance, so a replayed old event is refused)."""
+    try:
+        event = stripe.Webhook.construct_event(payload.decode("utf-8"), signature, secret)
+    except (ValueError, UnicodeDecodeError, stripe.SignatureVerificationError) as exc:
+        raise InvalidWebhook() from exc
+    return event.to_dict()  # type: ignore[no-any-return]
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _refusals_as_ours(
+    method: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """A Stripe error that a gateway method did not turn into data or a problem leaves as
+    PaymentProviderRefused."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except stripe.StripeError as exc:
+            raise PaymentProviderRefused(f"{type(exc).__name__}: {exc.user_message}") from exc
+
+    return call
 
 
 @dataclass(frozen=True)
@@ -176,9 +220,11 @@ class StripeGateway:
             max_network_retries=0,
         )
 
+    @_refusals_as_ours
     async def close(self) -> None:
         await self._http.close_async()  # type: ignore[no-untyped-call]
 
+    @_refusals_as_ours
     async def ping(self) -> None:
         await self._call("balance.retrieve", self._client.v1.balance.retrieve_async())
 
@@ -202,6 +248,7 @@ class StripeGateway:
         if self._observer is not None:
             self._observer.stripe_call(call, time.perf_counter() - started, error)
 
+    @_refusals_as_ours
     async def create_customer(self, *, name: str, organization_id: int) -> str:
         customer = await self._call(
             "customers.create",
@@ -211,6 +258,7 @@ class StripeGateway:
         )
         return str(customer["id"])
 
+    @_refusals_as_ours
     async def create_setup_intent(self, customer_id: str) -> SetupIntent:
         params: Any = {
             "customer": customer_id,
@@ -222,6 +270,7 @@ class StripeGateway:
         )
         return SetupIntent(id=intent["id"], client_secret=intent["client_secret"])
 
+    @_refusals_as_ours
     async def retrieve_card(self, payment_method_id: str) -> Card:
         try:
             pm = await self._call(
@@ -232,6 +281,7 @@ class StripeGateway:
             raise NotFound(f"No payment method {payment_method_id!r}") from exc
         return _card(pm)
 
+    @_refusals_as_ours
     async def attach_card(self, payment_method_id: str, customer_id: str) -> Card:
         try:
             pm = await self._call(
@@ -250,6 +300,7 @@ class StripeGateway:
             raise NotFound(f"No payment method {payment_method_id!r}") from exc
         return _card(pm)
 
+    @_refusals_as_ours
     async def detach_card(self, payment_method_id: str) -> None:
         # Already detached at Stripe: the local removal is what matters.
         with contextlib.suppress(stripe.InvalidRequestError):
@@ -258,6 +309,7 @@ class StripeGateway:
                 self._client.v1.payment_methods.detach_async(payment_method_id),
             )
 
+    @_refusals_as_ours
     async def set_default_card(self, customer_id: str, payment_method_id: str) -> None:
         await self._call(
             "customers.update",
@@ -267,6 +319,7 @@ class StripeGateway:
             ),
         )
 
+    @_refusals_as_ours
     async def charge_off_session(
         self,
         *,
@@ -321,12 +374,14 @@ class StripeGateway:
             failure_message=exc.user_message,
         )
 
+    @_refusals_as_ours
     async def retrieve_payment(self, intent_id: str) -> Payment:
         intent = await self._call(
             "payment_intents.retrieve", self._client.v1.payment_intents.retrieve_async(intent_id)
         )
         return _payment_from_intent(intent)
 
+    @_refusals_as_ours
     async def capture_payment(
         self, intent_id: str, *, amount_cents: int, idempotency_key: str
     ) -> Payment:
@@ -341,6 +396,7 @@ class StripeGateway:
         )
         return _payment_from_intent(intent)
 
+    @_refusals_as_ours
     async def cancel_payment(self, intent_id: str, *, idempotency_key: str) -> Payment:
         intent = await self._settle_call(
             "payment_intents.cancel",
@@ -351,6 +407,7 @@ class StripeGateway:
         )
         return _payment_from_intent(intent)
 
+    @_refusals_as_ours
     async def refund_payment(
         self, intent_id: str, *, amount_cents: int, idempotency_key: str
     ) -> None:
@@ -375,6 +432,7 @@ class StripeGateway:
             )
             return intent
 
+    @_refusals_as_ours
     async def find_payment(self, customer_id: str, metadata_key: str, value: str) -> Payment | None:
         """Look an intent up by our metadata (after Stripe's 24 h idempotency window).
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import stripe
 import structlog
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -17,7 +16,13 @@ from starlette.responses import JSONResponse
 from .billing import Billing
 from .errors import BillingProblem
 from .models import Organization, Reservation, TopupAttempt, WebhookEvent
-from .stripe_gateway import CANCELED, Payment
+from .stripe_gateway import (
+    CANCELED,
+    InvalidWebhook,
+    Payment,
+    PaymentProviderRefused,
+    verify_webhook,
+)
 
 log = structlog.stdlib.get_logger("gql_billing.webhooks")
 
@@ -74,10 +79,8 @@ class StripeWebhooks:
         if len(body) > MAX_BODY_BYTES:
             return Delivery(413, "body too large")
         try:
-            event = stripe.Webhook.construct_event(
-                body.decode("utf-8"), request.headers.get("stripe-signature", ""), secret
-            )
-        except (ValueError, UnicodeDecodeError, stripe.SignatureVerificationError):
+            event = verify_webhook(body, request.headers.get("stripe-signature", ""), secret)
+        except InvalidWebhook:
             # A forged, tampered or stale (replayed) event: nothing happens.
             return Delivery(400, "invalid signature or payload")
         event_id, event_type = str(event["id"]), str(event["type"])
@@ -88,7 +91,7 @@ class StripeWebhooks:
         intent_id = str(event["data"]["object"]["id"])
         try:
             result = await self._act(event_type, await gateway.retrieve_payment(intent_id))
-        except stripe.InvalidRequestError:
+        except PaymentProviderRefused:
             # Stripe does not know the intent (another account's, or a forged id that was
             # still signed with our secret): nothing of ours to act on.
             await self._record(event_id, "unknown payment intent")
