@@ -47,7 +47,6 @@ def fingerprint(request: dict[str, Any]) -> str:
 @dataclass
 class Claim:
     record: IdempotencyKey
-    fresh: bool
 
     @property
     def resource_id(self) -> int | None:
@@ -77,7 +76,7 @@ async def claim(
         async with session.begin_nested():
             session.add(record)
             await session.flush()
-        return Claim(record, fresh=True)
+        return Claim(record)
     except IntegrityError:
         pass
     query = (
@@ -100,7 +99,7 @@ async def claim(
             "A request with this idempotency key is still in progress; retry shortly"
         )
     existing.locked_until = now + lease
-    return Claim(existing, fresh=False)
+    return Claim(existing)
 
 
 async def unlock(session: AsyncSession, record_id: int) -> None:

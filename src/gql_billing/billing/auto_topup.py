@@ -39,6 +39,8 @@ from ..stripe_gateway import PaymentGateway
 from .topups import TopupService, default_card
 
 MAX_CONSECUTIVE_FAILURES = 3
+# Attempts one worker tick claims and charges at most; the rest wait for the next tick.
+RUN_DUE_PER_TICK = 20
 DECLINE_BACKOFF = timedelta(hours=1)
 CHARGED_STATUSES = (TopupStatus.SUCCEEDED, TopupStatus.PROCESSING, TopupStatus.REQUIRES_ACTION)
 
@@ -167,7 +169,7 @@ class AutoTopupService:
                 queued += await queue_if_below(session, wallet, now)
         return queued
 
-    async def run_due(self, limit: int = 20) -> int:
+    async def run_due(self, limit: int = RUN_DUE_PER_TICK) -> int:
         """Claim and charge due attempts (queued, or processing past the lease); the count run."""
         if self._gateway is None:
             return 0

@@ -74,9 +74,13 @@ class ReserveRequest:
         if self.amount_credits <= 0:
             raise InvalidInput("amountCredits", "amountCredits must be positive")
         if not self.reference.strip() or len(self.reference) > MAX_REFERENCE_LENGTH:
-            raise InvalidInput("reference", "reference must be 1-255 characters")
+            raise InvalidInput(
+                "reference", f"reference must be 1-{MAX_REFERENCE_LENGTH} characters"
+            )
         if self.description is not None and len(self.description) > MAX_DESCRIPTION_LENGTH:
-            raise InvalidInput("description", "description must be at most 500 characters")
+            raise InvalidInput(
+                "description", f"description must be at most {MAX_DESCRIPTION_LENGTH} characters"
+            )
         return self.organization_id
 
     def fingerprint(self) -> str:
@@ -212,7 +216,9 @@ class SpendService:
         if self._gateway is None:
             raise BillingNotConfigured()
         if reservation.amount_credits > MAX_CHARGE_AUD_CENTS:
-            raise InvalidInput("amountCredits", "A card hold is at most 99999999 cents")
+            raise InvalidInput(
+                "amountCredits", f"A card hold is at most {MAX_CHARGE_AUD_CENTS} cents"
+            )
         card = await default_card(session, reservation.organization_id)
         if card is None or org.stripe_customer_id is None:
             raise PaymentMethodRequired()

@@ -39,7 +39,12 @@ from ..models import (
     TopupTrigger,
     Wallet,
 )
-from ..money import MAX_CHARGE_AUD_CENTS, MIN_TOPUP_AUD_CENTS, topup_bonus_credits
+from ..money import (
+    MAX_CHARGE_AUD_CENTS,
+    MIN_TOPUP_AUD_CENTS,
+    bonus_description,
+    topup_bonus_credits,
+)
 from ..stripe_gateway import DECLINED, REQUIRES_ACTION, SUCCEEDED, Payment, PaymentGateway
 
 OPERATION = "topup"
@@ -71,7 +76,10 @@ class TopupRequest:
         )
         assert value is not None
         if value < MIN_TOPUP_AUD_CENTS:
-            raise InvalidInput(field, f"{field} must be at least {MIN_TOPUP_AUD_CENTS} (A$100)")
+            raise InvalidInput(
+                field,
+                f"{field} must be at least {MIN_TOPUP_AUD_CENTS} (A${MIN_TOPUP_AUD_CENTS // 100})",
+            )
         if value > MAX_CHARGE_AUD_CENTS:
             raise InvalidInput(field, f"{field} must be at most {MAX_CHARGE_AUD_CENTS}")
         return value
@@ -117,7 +125,7 @@ class TopupService:
         gateway = self._require_gateway()
         attempt, lock_id = await self._claim(organization_id, key, request, charge_cents)
         if lock_id is None:
-            return _replay(attempt)
+            return _outcome(attempt)
         return await self._drive(gateway, attempt, lock_id)
 
     async def resume(self, organization_id: int, attempt_id: int) -> TopupOutcome:
@@ -128,7 +136,7 @@ class TopupService:
         if attempt is None or attempt.organization_id != organization_id:
             raise NotFound("No such top-up attempt")
         if attempt.status in (TopupStatus.SUCCEEDED, TopupStatus.FAILED):
-            return _replay(attempt)
+            return _outcome(attempt)
         if attempt.payment_intent_id is None:
             raise InvalidState("This top-up has not reached Stripe yet; try again shortly")
         payment = await gateway.retrieve_payment(attempt.payment_intent_id)
@@ -308,7 +316,7 @@ async def _grant(session: AsyncSession, attempt: TopupAttempt, now: datetime) ->
             session,
             organization_id=attempt.organization_id,
             movement=ledger.bonus(bonus_credits),
-            description="Volume bonus (5% above A$20,000)",
+            description=bonus_description(),
             topup_attempt_id=attempt.id,
             payment_intent_id=attempt.payment_intent_id,
             now=now,
@@ -334,10 +342,6 @@ async def default_card(session: AsyncSession, organization_id: int) -> PaymentMe
         col(PaymentMethod.organization_id) == organization_id, col(PaymentMethod.is_default)
     )
     return (await session.execute(query)).scalar_one_or_none()
-
-
-def _replay(attempt: TopupAttempt) -> TopupOutcome:
-    return _outcome(attempt)
 
 
 def _outcome(attempt: TopupAttempt) -> TopupOutcome:
