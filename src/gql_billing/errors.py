@@ -2,7 +2,7 @@
 
     BillingProblem                 (status: the HTTP status the REST API answers with;
     │                               title: the same words on REST and GraphQL, Title Case)
-    ├── InvalidInput               422  field at fault
+    ├── InvalidInput               422  field at fault, in snake_case (GraphQL camel-cases it)
     ├── NotFound                   404
     ├── InvalidState               409
     ├── IdempotencyConflict        409

@@ -30,11 +30,11 @@ MAX_KEY_LENGTH = 255
 def validate_key(key: str | None) -> str:
     if key is None or key == "":
         raise InvalidInput(
-            "idempotencyKey", "An idempotency key is required (input or Idempotency-Key header)"
+            "idempotency_key", "An idempotency key is required (input or Idempotency-Key header)"
         )
     if len(key) > MAX_KEY_LENGTH or not all(" " <= ch <= "~" for ch in key):
         raise InvalidInput(
-            "idempotencyKey", "Idempotency keys are 1-255 printable ASCII characters"
+            "idempotency_key", "Idempotency keys are 1-255 printable ASCII characters"
         )
     return key
 

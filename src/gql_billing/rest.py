@@ -44,7 +44,7 @@ def from_billing_problem(exc: errors.BillingProblem) -> Response:
     extra: dict[str, Any] = {}
     match exc:
         case errors.InvalidInput():
-            extra["field"] = exc.field and _snake(exc.field)
+            extra["field"] = exc.field
         case errors.CardDeclined():
             extra["decline_code"] = exc.decline_code
         case errors.InsufficientCredits():
@@ -62,10 +62,6 @@ def from_billing_problem(exc: errors.BillingProblem) -> Response:
                 and to_global_id("TopupAttempt", exc.topup_attempt_id),
             }
     return problem_response(exc.status, exc.title, exc.detail, **extra)
-
-
-def _snake(name: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
 
 
 @dataclass(frozen=True)

@@ -228,13 +228,6 @@ async def test_seed_topup_on_a_declined_card_is_card_declined_on_both_apis(
 Case = Callable[[Factory, StripeEmulator, FaultProxy], Awaitable[tuple[httpx.Response, Any]]]
 
 
-async def _invalid_input(make: Factory, emulator: StripeEmulator, _: FaultProxy) -> Any:
-    org = await make.org()
-    await save_card(org.api, emulator, VISA)
-    rest = await rest_topup(make, org, "small", aud_cents=50)
-    return rest, await graphql_topup(org, audCents=50, idempotencyKey="small")
-
-
 async def _idempotency_conflict(make: Factory, emulator: StripeEmulator, _: FaultProxy) -> Any:
     org = await make.org()
     await save_card(org.api, emulator, VISA)
@@ -272,7 +265,6 @@ async def _provider_unavailable(make: Factory, emulator: StripeEmulator, proxy: 
 @pytest.mark.parametrize(
     ("case", "typename"),
     [
-        (_invalid_input, "InvalidInput"),
         (_idempotency_conflict, "IdempotencyConflict"),
         (_not_found, "NotFound"),
         (_invalid_state, "InvalidState"),
@@ -296,6 +288,32 @@ async def test_one_case_reads_the_same_on_rest_and_graphql(
         graphql["detail"],
     )
     assert graphql["title"] == SEED_TITLES[typename]
+
+
+async def test_invalid_input_names_the_field_in_each_apis_spelling(
+    make: Factory, emulator: StripeEmulator
+) -> None:
+    org = await make.org()
+    await save_card(org.api, emulator, VISA)
+
+    rest = await rest_topup(make, org, "small", aud_cents=50)
+    graphql = await graphql_topup(org, audCents=50, idempotencyKey="small")
+
+    assert rest.status_code == 422
+    assert problem_of(rest) == {
+        "type": "about:blank",
+        "title": "Invalid Input",
+        "status": 422,
+        "detail": "aud_cents must be at least 10000 (A$100)",
+        "field": "aud_cents",
+    }
+    assert graphql == {
+        "__typename": "InvalidInput",
+        "title": "Invalid Input",
+        "httpStatus": 422,
+        "detail": "audCents must be at least 10000 (A$100)",
+        "field": "audCents",
+    }
 
 
 async def test_insufficient_credits_carries_the_seed_title(make: Factory) -> None:

@@ -77,24 +77,26 @@ def _validate(
     amount = _keep(settings.topup_amount_credits, wallet.auto_topup_amount_credits)
     cap = _keep(settings.daily_charge_cap_aud, wallet.auto_daily_cap_aud)
     if threshold is not None and threshold < 0:
-        raise InvalidInput("thresholdCredits", "thresholdCredits must be zero or more")
+        raise InvalidInput("threshold_credits", "threshold_credits must be zero or more")
     if amount is not None and not MIN_TOPUP_AUD_CENTS <= amount <= MAX_CHARGE_AUD_CENTS:
         raise InvalidInput(
-            "topupAmountCredits",
-            f"topupAmountCredits must be between {MIN_TOPUP_AUD_CENTS} and {MAX_CHARGE_AUD_CENTS}",
+            "topup_amount_credits",
+            f"topup_amount_credits must be between {MIN_TOPUP_AUD_CENTS} and "
+            f"{MAX_CHARGE_AUD_CENTS}",
         )
     if cap is not None and cap < 0:
-        raise InvalidInput("dailyChargeCapAud", "dailyChargeCapAud must be zero or more")
+        raise InvalidInput("daily_charge_cap_aud", "daily_charge_cap_aud must be zero or more")
     if cap is not None and amount is not None and cap * 100 < amount:
         raise InvalidInput(
-            "dailyChargeCapAud",
-            "dailyChargeCapAud * 100 must be at least topupAmountCredits, or it could never fire",
+            "daily_charge_cap_aud",
+            "daily_charge_cap_aud * 100 must be at least topup_amount_credits, "
+            "or it could never fire",
         )
     if settings.enabled:
         for field, value in (
-            ("thresholdCredits", threshold),
-            ("topupAmountCredits", amount),
-            ("dailyChargeCapAud", cap),
+            ("threshold_credits", threshold),
+            ("topup_amount_credits", amount),
+            ("daily_charge_cap_aud", cap),
         ):
             if value is None:
                 raise InvalidInput(field, f"Set {field} to enable auto top-up")

@@ -20,9 +20,9 @@ async def create_organization(
         raise InvalidInput("name", "An organization needs a name")
     currency = display_currency.strip().upper()
     if len(currency) != 3 or not currency.isalpha():
-        raise InvalidInput("displayCurrency", "Expected an ISO 4217 code such as AUD")
+        raise InvalidInput("display_currency", "Expected an ISO 4217 code such as AUD")
     if approval_threshold_credits is not None and approval_threshold_credits < 0:
-        raise InvalidInput("approvalThresholdCredits", "Must be zero or more")
+        raise InvalidInput("approval_threshold_credits", "Must be zero or more")
     async with db.write() as session:
         org = Organization(
             name=name.strip(),

@@ -70,9 +70,9 @@ class ReserveRequest:
 
     def validate(self) -> int:
         if self.organization_id is None:
-            raise InvalidInput("organizationId", "No such organization")
+            raise InvalidInput("organization_id", "No such organization")
         if self.amount_credits <= 0:
-            raise InvalidInput("amountCredits", "amountCredits must be positive")
+            raise InvalidInput("amount_credits", "amount_credits must be positive")
         if not self.reference.strip() or len(self.reference) > MAX_REFERENCE_LENGTH:
             raise InvalidInput(
                 "reference", f"reference must be 1-{MAX_REFERENCE_LENGTH} characters"
@@ -128,7 +128,7 @@ class SpendService:
         async with self._db.write() as session:
             org = await session.get(Organization, organization_id)
             if org is None:
-                raise InvalidInput("organizationId", "No such organization")
+                raise InvalidInput("organization_id", "No such organization")
             claim = await idempotency.claim(
                 session,
                 organization_id=organization_id,
@@ -217,7 +217,7 @@ class SpendService:
             raise BillingNotConfigured()
         if reservation.amount_credits > MAX_CHARGE_AUD_CENTS:
             raise InvalidInput(
-                "amountCredits", f"A card hold is at most {MAX_CHARGE_AUD_CENTS} cents"
+                "amount_credits", f"A card hold is at most {MAX_CHARGE_AUD_CENTS} cents"
             )
         card = await default_card(session, reservation.organization_id)
         if card is None or org.stripe_customer_id is None:
@@ -272,7 +272,7 @@ class SpendService:
             amount = r.amount_credits if amount_credits is None else amount_credits
             if amount <= 0 or amount > r.amount_credits:
                 raise InvalidInput(
-                    "amountCredits", f"Capture between 1 and {r.amount_credits} credits"
+                    "amount_credits", f"Capture between 1 and {r.amount_credits} credits"
                 )
             if r.status == S.CAPTURED and r.captured_credits == amount:
                 return await self._spend(session, r)

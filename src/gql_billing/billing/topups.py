@@ -68,9 +68,9 @@ class TopupRequest:
     def charge_cents(self) -> int:
         """Validate the amount rules of SPEC §3 and return the charge in AUD cents."""
         if (self.aud_cents is None) == (self.credits is None):
-            raise InvalidInput("audCents", "Give exactly one of audCents or credits")
+            raise InvalidInput("aud_cents", "Give exactly one of aud_cents or credits")
         field, value = (
-            ("audCents", self.aud_cents)
+            ("aud_cents", self.aud_cents)
             if self.aud_cents is not None
             else ("credits", self.credits)
         )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.utils.str_converters import to_camel_case
 
 from .. import errors
 from ..money import Money as MoneyValue
@@ -17,9 +19,21 @@ class Node:
     id: strawberry.ID
 
 
+# A snake_case name, and a quoted value echoed back (left as the client sent it).
+_SNAKE_NAME = re.compile(r"'[^']*'|\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b")
+
+
+def schema_spelling(text: str) -> str:
+    """Services name fields in snake_case (`aud_cents`); GraphQL clients know `audCents`."""
+    return _SNAKE_NAME.sub(lambda m: m[0] if m[0].startswith("'") else to_camel_case(m[0]), text)
+
+
 def user_error(exc: errors.InvalidInput) -> GraphQLError:
     """An invalid argument on a query field (no union to carry it): a typed GraphQL error."""
-    return GraphQLError(exc.detail, extensions={"code": "BAD_USER_INPUT", "field": exc.field})
+    field = exc.field and schema_spelling(exc.field)
+    return GraphQLError(
+        schema_spelling(exc.detail), extensions={"code": "BAD_USER_INPUT", "field": field}
+    )
 
 
 @strawberry.type(description="An amount of money; `amount` is a decimal string in major units.")

@@ -9,6 +9,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 import strawberry
 
 from .. import errors
+from .common import schema_spelling
 from .context import Info
 from .ids import to_global_id
 from .scalars import Credits
@@ -131,7 +132,8 @@ def from_exception(exc: errors.BillingProblem) -> Problem:
                 requested_credits=exc.requested_credits,
             )
         case errors.InvalidInput():
-            return InvalidInput(**base, field=exc.field)
+            base["detail"] = schema_spelling(exc.detail)
+            return InvalidInput(**base, field=exc.field and schema_spelling(exc.field))
         case errors.PaymentMethodRequired():
             return PaymentMethodRequired(**base)
         case errors.IdempotencyConflict():
