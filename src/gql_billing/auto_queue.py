@@ -17,17 +17,18 @@ from sqlmodel import col
 from .models import PaymentMethod, TopupAttempt, TopupStatus, TopupTrigger, Wallet
 
 
-def wants_topup(wallet: Wallet, now: datetime) -> bool:
+def wants_topup(wallet: Wallet) -> bool:
     if not wallet.auto_topup_enabled or wallet.auto_threshold_credits is None:
-        return False
-    if wallet.auto_backoff_until is not None and wallet.auto_backoff_until > now:
         return False
     return wallet.balance_credits - wallet.reserved_credits < wallet.auto_threshold_credits
 
 
 async def queue_if_below(session: AsyncSession, wallet: Wallet, now: datetime) -> bool:
-    """Queue one auto top-up when the wallet is below its threshold; True if queued."""
-    if not wants_topup(wallet, now) or wallet.auto_topup_amount_credits is None:
+    """Queue one auto top-up when the wallet is below its threshold; True if queued.
+
+    During a back-off after a decline the attempt is queued all the same, to run when the
+    back-off ends (`not_before`): the customer sees it waiting, and nothing is charged."""
+    if not wants_topup(wallet) or wallet.auto_topup_amount_credits is None:
         return False
     card = (
         await session.execute(
@@ -46,6 +47,7 @@ async def queue_if_below(session: AsyncSession, wallet: Wallet, now: datetime) -
         aud_cents=wallet.auto_topup_amount_credits,
         payment_method_stripe_id=card,
         created_at=now,
+        not_before=_backoff_end(wallet, now),
     )
     try:
         async with session.begin_nested():
@@ -54,3 +56,8 @@ async def queue_if_below(session: AsyncSession, wallet: Wallet, now: datetime) -
     except IntegrityError:
         return False  # one is already in flight
     return True
+
+
+def _backoff_end(wallet: Wallet, now: datetime) -> datetime | None:
+    backoff_until = wallet.auto_backoff_until
+    return backoff_until if backoff_until is not None and backoff_until > now else None

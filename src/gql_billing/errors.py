@@ -1,7 +1,8 @@
 """Domain problems: the expected failures a client must handle.
 
-    BillingProblem                 (status: the HTTP status the REST API answers with)
-    ├── InvalidInput               422  field at fault
+    BillingProblem                 (status: the HTTP status the REST API answers with;
+    │                               title: the same words on REST and GraphQL, Title Case)
+    ├── InvalidInput               422  field at fault, in snake_case (GraphQL camel-cases it)
     ├── NotFound                   404
     ├── InvalidState               409
     ├── IdempotencyConflict        409
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 
 class BillingProblem(Exception):
-    title = "Billing problem"
+    title = "Billing Problem"
     status = 400
 
     def __init__(self, detail: str) -> None:
@@ -28,7 +29,7 @@ class BillingProblem(Exception):
 
 
 class InvalidInput(BillingProblem):
-    title = "Invalid input"
+    title = "Invalid Input"
     status = 422
 
     def __init__(self, field: str | None, detail: str) -> None:
@@ -37,22 +38,22 @@ class InvalidInput(BillingProblem):
 
 
 class NotFound(BillingProblem):
-    title = "Not found"
+    title = "Not Found"
     status = 404
 
 
 class InvalidState(BillingProblem):
-    title = "Invalid state"
+    title = "Invalid State"
     status = 409
 
 
 class IdempotencyConflict(BillingProblem):
-    title = "Idempotency conflict"
+    title = "Idempotency Conflict"
     status = 409
 
 
 class InsufficientCredits(BillingProblem):
-    title = "Insufficient credits"
+    title = "Insufficient Credits"
     status = 402
 
     def __init__(self, available_credits: int, requested_credits: int) -> None:
@@ -64,7 +65,7 @@ class InsufficientCredits(BillingProblem):
 
 
 class PaymentMethodRequired(BillingProblem):
-    title = "Payment method required"
+    title = "Payment Method Required"
     status = 402
 
     def __init__(self, detail: str = "No default card: attach one first") -> None:
@@ -72,7 +73,7 @@ class PaymentMethodRequired(BillingProblem):
 
 
 class CardDeclined(BillingProblem):
-    title = "Card declined"
+    title = "Card Declined"
     status = 402
 
     def __init__(self, decline_code: str | None, detail: str = "The card was declined") -> None:
@@ -80,8 +81,14 @@ class CardDeclined(BillingProblem):
         self.decline_code = decline_code
 
 
+# The seed's words; clients confirm with Stripe.js, then retry with the same idempotency key.
+AUTHENTICATION_REQUIRED_DETAIL = (
+    "Card requires authentication (3DS) — customer must complete on-session"
+)
+
+
 class AuthenticationRequired(BillingProblem):
-    title = "Authentication required"
+    title = "Authentication Required"
     status = 402
 
     def __init__(
@@ -92,10 +99,7 @@ class AuthenticationRequired(BillingProblem):
         payment_method_id: str | None,
         topup_attempt_id: int | None = None,
     ) -> None:
-        super().__init__(
-            "The bank asks for 3-D Secure: confirm the payment with Stripe.js using "
-            "clientSecret, then retry with the same idempotency key"
-        )
+        super().__init__(AUTHENTICATION_REQUIRED_DETAIL)
         self.client_secret = client_secret
         self.payment_intent_id = payment_intent_id
         self.payment_method_id = payment_method_id
@@ -103,7 +107,7 @@ class AuthenticationRequired(BillingProblem):
 
 
 class PaymentProviderUnavailable(BillingProblem):
-    title = "Payment provider unavailable"
+    title = "Payment Provider Unavailable"
     status = 502
 
     def __init__(
@@ -113,7 +117,7 @@ class PaymentProviderUnavailable(BillingProblem):
 
 
 class BillingNotConfigured(BillingProblem):
-    title = "Billing not configured"
+    title = "Billing Not Configured"
     status = 503
 
     def __init__(self, detail: str = "No payment backend is configured on this gateway") -> None:

@@ -30,11 +30,11 @@ MAX_KEY_LENGTH = 255
 def validate_key(key: str | None) -> str:
     if key is None or key == "":
         raise InvalidInput(
-            "idempotencyKey", "An idempotency key is required (input or Idempotency-Key header)"
+            "idempotency_key", "An idempotency key is required (input or Idempotency-Key header)"
         )
     if len(key) > MAX_KEY_LENGTH or not all(" " <= ch <= "~" for ch in key):
         raise InvalidInput(
-            "idempotencyKey", "Idempotency keys are 1-255 printable ASCII characters"
+            "idempotency_key", "Idempotency keys are 1-255 printable ASCII characters"
         )
     return key
 
@@ -47,7 +47,6 @@ def fingerprint(request: dict[str, Any]) -> str:
 @dataclass
 class Claim:
     record: IdempotencyKey
-    fresh: bool
 
     @property
     def resource_id(self) -> int | None:
@@ -77,7 +76,7 @@ async def claim(
         async with session.begin_nested():
             session.add(record)
             await session.flush()
-        return Claim(record, fresh=True)
+        return Claim(record)
     except IntegrityError:
         pass
     query = (
@@ -100,7 +99,7 @@ async def claim(
             "A request with this idempotency key is still in progress; retry shortly"
         )
     existing.locked_until = now + lease
-    return Claim(existing, fresh=False)
+    return Claim(existing)
 
 
 async def unlock(session: AsyncSession, record_id: int) -> None:

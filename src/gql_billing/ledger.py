@@ -87,7 +87,7 @@ async def post(
     reservation_id: int | None = None,
     payment_intent_id: str | None = None,
     now: datetime | None = None,
-    amount_field: str = "amountCredits",
+    amount_field: str = "amount_credits",
 ) -> Posted:
     """Apply one movement and append its entry; InsufficientCredits if available would go < 0,
     InvalidInput (naming `amount_field`) if the balance would pass MAX_CREDITS.

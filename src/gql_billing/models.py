@@ -61,7 +61,7 @@ class EntryKind(StrEnum):
 
 
 class TopupStatus(StrEnum):
-    # Internal: an auto top-up waiting for the worker (shown to clients as PROCESSING).
+    # An auto top-up waiting for the worker, the daily cap or the back-off: nothing charged.
     QUEUED = "QUEUED"
     PROCESSING = "PROCESSING"
     REQUIRES_ACTION = "REQUIRES_ACTION"
@@ -250,7 +250,8 @@ class TopupAttempt(SQLModel, table=True):
     created_at: datetime = _ts()
     completed_at: datetime | None = _ts(nullable=True)
     # Auto top-ups: when the worker took it (its day counts against the daily cap), and
-    # the earliest time it may run (the next UTC day once the cap is reached).
+    # the earliest time it may run (when queued, the end of a back-off after a decline, the
+    # next UTC day once the cap is reached).
     claimed_at: datetime | None = _ts(nullable=True)
     not_before: datetime | None = _ts(nullable=True)
 

@@ -110,11 +110,20 @@ def _parse_locale(identifier: str) -> Locale:
         raise InvalidInput("locale", f"Unknown locale {identifier!r}") from exc
 
 
+# Volume bonus: BONUS_PERCENT of the credits when a charge is strictly above the floor.
+BONUS_FLOOR_AUD_CENTS = 2_000_000
+BONUS_PERCENT = 5
+
+
 def topup_bonus_credits(credits_granted: int) -> int:
     """5% bonus strictly above A$20,000 (2,000,000 cents)."""
-    if credits_granted > 2_000_000:
-        return credits_granted * 5 // 100
+    if credits_granted > BONUS_FLOOR_AUD_CENTS:
+        return credits_granted * BONUS_PERCENT // 100
     return 0
+
+
+def bonus_description() -> str:
+    return f"Volume bonus ({BONUS_PERCENT}% above A${BONUS_FLOOR_AUD_CENTS // 100:,})"
 
 
 MIN_TOPUP_AUD_CENTS = 10_000

@@ -7,14 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-import stripe
 from sqlalchemy import select
 from sqlmodel import col
 
 from .billing import Billing
 from .errors import BillingProblem
 from .models import Organization, TopupAttempt, TopupStatus
-from .stripe_gateway import SUCCEEDED, Payment
+from .stripe_gateway import SUCCEEDED, Payment, PaymentProviderRefused
 
 UNSETTLED = (TopupStatus.PROCESSING.value, TopupStatus.REQUIRES_ACTION.value)
 
@@ -68,7 +67,7 @@ async def _settle_one(
             report.still_open.append(attempt.id)
             return
         settled = await billing.topups.settle_payment(payment, attempt_id=attempt.id)
-    except (BillingProblem, stripe.StripeError):
+    except (BillingProblem, PaymentProviderRefused):
         # An outage, or Stripe refusing the look-up: this attempt is reported, the run goes on.
         report.unreachable.append(attempt.id)
         return

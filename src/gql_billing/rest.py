@@ -55,7 +55,7 @@ def from_billing_problem(exc: errors.BillingProblem) -> Response:
     extra: dict[str, Any] = {}
     match exc:
         case errors.InvalidInput():
-            extra["field"] = exc.field and _snake(exc.field)
+            extra["field"] = exc.field
         case errors.CardDeclined():
             extra["decline_code"] = exc.decline_code
         case errors.InsufficientCredits():
@@ -73,10 +73,6 @@ def from_billing_problem(exc: errors.BillingProblem) -> Response:
                 and to_global_id("TopupAttempt", exc.topup_attempt_id),
             }
     return problem_response(exc.status, exc.title, exc.detail, **extra)
-
-
-def _snake(name: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
 
 
 @dataclass(frozen=True)
@@ -292,10 +288,10 @@ class RestApi:
     async def handle(self, request: Request) -> Response:
         operation = OPERATIONS.get(request.path_params["operation"])
         if operation is None:
-            return problem_response(404, "Not found", "No such operation")
+            return problem_response(404, errors.NotFound.title, "No such operation")
         if request.method != operation.method:
             return problem_response(
-                405, "Method not allowed", f"Use {operation.method}", allow=operation.method
+                405, "Method Not Allowed", f"Use {operation.method}", allow=operation.method
             )
         posted = operation.method == "POST"
         admitted = await self._admission.admit(
@@ -334,9 +330,9 @@ def _json_body(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise HttpProblem(400, "Bad request", "The body is not valid JSON") from exc
+        raise HttpProblem(400, "Bad Request", "The body is not valid JSON") from exc
     if not isinstance(body, dict):
-        raise HttpProblem(400, "Bad request", "The body must be a JSON object")
+        raise HttpProblem(400, "Bad Request", "The body must be a JSON object")
     return body
 
 

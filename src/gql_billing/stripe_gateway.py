@@ -2,15 +2,19 @@
 
 `StripeGateway` uses the official SDK's async client. Outages (connection errors, timeouts,
 5xx, rate limits, an idempotent request still in flight at Stripe) become
-PaymentProviderUnavailable; everything a caller must act on comes back as data.
+PaymentProviderUnavailable; everything a caller must act on comes back as data. No
+`stripe` exception leaves this module: a request Stripe refuses is PaymentProviderRefused,
+a webhook that does not verify is InvalidWebhook.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import stripe
 
@@ -30,6 +34,50 @@ MAX_LIST_PAGES = 50
 AUTHENTICATION_CODES = frozenset(
     {"authentication_required", "payment_intent_authentication_failure"}
 )
+
+
+class PaymentProviderRefused(Exception):
+    """Stripe refused a request, not for an outage: an object it does not have (another
+    account's id, a forged one) or parameters it does not accept. The same request gets the
+    same answer."""
+
+
+class InvalidWebhook(Exception):
+    """A webhook whose body or signature does not verify: forged, tampered or stale."""
+
+
+# How far a webhook signature's timestamp may be from now (Stripe's default, 300 s).
+WEBHOOK_TOLERANCE_SECONDS: int = stripe.Webhook.DEFAULT_TOLERANCE
+
+
+def verify_webhook(payload: bytes, signature: str, secret: str) -> dict[str, Any]:
+    """The event, once its `Stripe-Signature` verifies over the exact raw body (default
+    tolerance, so a replayed old event is refused)."""
+    try:
+        event = stripe.Webhook.construct_event(payload.decode("utf-8"), signature, secret)
+    except (ValueError, UnicodeDecodeError, stripe.SignatureVerificationError) as exc:
+        raise InvalidWebhook() from exc
+    return event.to_dict()  # type: ignore[no-any-return]
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _refusals_as_ours(
+    method: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """A Stripe error that a gateway method did not turn into data or a problem leaves as
+    PaymentProviderRefused."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except stripe.StripeError as exc:
+            raise PaymentProviderRefused(f"{type(exc).__name__}: {exc.user_message}") from exc
+
+    return call
 
 
 @dataclass(frozen=True)
@@ -182,9 +230,11 @@ class StripeGateway:
             max_network_retries=0,
         )
 
+    @_refusals_as_ours
     async def close(self) -> None:
         await self._http.close_async()  # type: ignore[no-untyped-call]
 
+    @_refusals_as_ours
     async def ping(self) -> None:
         await self._call("balance.retrieve", self._client.v1.balance.retrieve_async())
 
@@ -214,6 +264,7 @@ class StripeGateway:
         if self._observer is not None:
             self._observer.stripe_call(call, time.perf_counter() - started, error)
 
+    @_refusals_as_ours
     async def create_customer(self, *, name: str, organization_id: int) -> str:
         customer = await self._call(
             "customers.create",
@@ -223,6 +274,7 @@ class StripeGateway:
         )
         return str(customer["id"])
 
+    @_refusals_as_ours
     async def create_setup_intent(self, customer_id: str) -> SetupIntent:
         params: Any = {
             "customer": customer_id,
@@ -234,6 +286,7 @@ class StripeGateway:
         )
         return SetupIntent(id=intent["id"], client_secret=intent["client_secret"])
 
+    @_refusals_as_ours
     async def retrieve_card(self, payment_method_id: str) -> Card:
         try:
             pm = await self._call(
@@ -244,6 +297,7 @@ class StripeGateway:
             raise NotFound(f"No payment method {payment_method_id!r}") from exc
         return _card(pm)
 
+    @_refusals_as_ours
     async def attach_card(self, payment_method_id: str, customer_id: str) -> Card:
         try:
             pm = await self._call(
@@ -262,6 +316,7 @@ class StripeGateway:
             raise NotFound(f"No payment method {payment_method_id!r}") from exc
         return _card(pm)
 
+    @_refusals_as_ours
     async def detach_card(self, payment_method_id: str) -> None:
         # Already detached at Stripe: the local removal is what matters.
         with contextlib.suppress(stripe.InvalidRequestError):
@@ -270,6 +325,7 @@ class StripeGateway:
                 self._client.v1.payment_methods.detach_async(payment_method_id),
             )
 
+    @_refusals_as_ours
     async def set_default_card(self, customer_id: str, payment_method_id: str) -> None:
         await self._call(
             "customers.update",
@@ -279,6 +335,7 @@ class StripeGateway:
             ),
         )
 
+    @_refusals_as_ours
     async def charge_off_session(
         self,
         *,
@@ -333,12 +390,14 @@ class StripeGateway:
             failure_message=exc.user_message,
         )
 
+    @_refusals_as_ours
     async def retrieve_payment(self, intent_id: str) -> Payment:
         intent = await self._call(
             "payment_intents.retrieve", self._client.v1.payment_intents.retrieve_async(intent_id)
         )
         return _payment_from_intent(intent)
 
+    @_refusals_as_ours
     async def capture_payment(
         self, intent_id: str, *, amount_cents: int, idempotency_key: str
     ) -> Payment:
@@ -353,6 +412,7 @@ class StripeGateway:
         )
         return _payment_from_intent(intent)
 
+    @_refusals_as_ours
     async def cancel_payment(self, intent_id: str, *, idempotency_key: str) -> Payment:
         intent = await self._settle_call(
             "payment_intents.cancel",
@@ -363,6 +423,7 @@ class StripeGateway:
         )
         return _payment_from_intent(intent)
 
+    @_refusals_as_ours
     async def refund_payment(
         self, intent_id: str, *, amount_cents: int, idempotency_key: str
     ) -> None:
@@ -387,6 +448,7 @@ class StripeGateway:
             )
             return intent
 
+    @_refusals_as_ours
     async def find_payment(self, customer_id: str, metadata_key: str, value: str) -> Payment | None:
         """Look an intent up by our metadata (after Stripe's 24 h idempotency window).
 

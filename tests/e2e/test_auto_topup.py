@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ fragment A on AutoTopupSettings {
   disabledReason
   lastAttempt {
     id status trigger audCents creditsGranted paymentIntentId clientSecret failureReason
+    notBefore createdAt
   }
 }
 """
@@ -81,7 +82,7 @@ LEDGER_KINDS = "{ transactions(first: 100) { edges { node { kind amountCredits }
 TOPUPS = """
 { topups(first: 20) { edges { node {
   id status trigger audCents creditsGranted paymentIntentId clientSecret failureReason
-  completedAt } } } }
+  notBefore completedAt } } } }
 """
 
 TOPUP = """
@@ -442,15 +443,15 @@ async def test_enabling_below_the_threshold_tops_up_on_the_next_tick(
     org = await make.org(credits=1_000)
     await save_card(org.api, emulator)
 
-    # when it enables the seed's example: a top-up is queued, nothing is charged yet
+    # when it enables the seed's example: a top-up is queued to run now, nothing is charged yet
     enabled = await enable(org)
     queued = enabled["autoTopup"]["lastAttempt"]
     assert (queued["trigger"], queued["status"], queued["audCents"]) == (
         "AUTO",
-        "PROCESSING",
+        "QUEUED",
         50_000,
     )
-    assert queued["paymentIntentId"] is None
+    assert (queued["paymentIntentId"], queued["notBefore"]) == (None, queued["createdAt"])
     assert await intents(emulator) == []
 
     # and the worker ticks
@@ -464,6 +465,7 @@ async def test_enabling_below_the_threshold_tops_up_on_the_next_tick(
     assert settings["chargedTodayAudCents"] == 50_000
     last = settings["lastAttempt"]
     assert (last["id"], last["status"], last["trigger"]) == (queued["id"], "SUCCEEDED", "AUTO")
+    assert last["notBefore"] is None
     assert (last["audCents"], last["creditsGranted"], last["clientSecret"]) == (
         50_000,
         50_000,
@@ -507,7 +509,7 @@ async def test_two_hundred_concurrent_spends_queue_exactly_one_auto_topup(
     # then every spend is held and exactly one auto top-up waits in the queue
     assert {r["__typename"] for r in results} == {"ReservationCreated"}
     waiting = await topups_of(org)
-    assert [(t["trigger"], t["status"]) for t in waiting] == [("AUTO", "PROCESSING")]
+    assert [(t["trigger"], t["status"]) for t in waiting] == [("AUTO", "QUEUED")]
     assert await intents(emulator) == []
 
     # when the worker ticks a few times
@@ -564,8 +566,10 @@ async def test_daily_cap_defers_the_second_top_up_to_the_next_utc_day(
     wallet = await wallet_of(org)
     assert wallet["balanceCredits"] == 4_000
     assert wallet["autoTopup"]["chargedTodayAudCents"] == 50_000
+    # and the waiting top-up says so: queued until the next UTC day, not charging
     waiting = wallet["autoTopup"]["lastAttempt"]
-    assert (waiting["status"], waiting["paymentIntentId"]) == ("PROCESSING", None)
+    assert (waiting["status"], waiting["paymentIntentId"]) == ("QUEUED", None)
+    assert datetime.fromisoformat(waiting["notBefore"]) == datetime(2026, 11, 21, tzinfo=UTC)
 
     # when the UTC day turns
     clock.advance(timedelta(minutes=2))  # 00:01 UTC, 21 November
@@ -645,6 +649,50 @@ async def test_declines_back_off_an_hour_and_three_switch_auto_topup_off(
     assert all(t["failureReason"] and t["completedAt"] for t in attempts)
     assert await ledger_kinds(org) == ["ADJUSTMENT"]
     assert (await wallet_of(org))["balanceCredits"] == 1_000
+    await assert_invariants(app.billing.db)
+
+
+async def test_after_a_decline_the_next_auto_topup_waits_queued_for_the_back_off(
+    app: ServedApp,
+    make: Factory,
+    emulator: StripeEmulator,
+    stripe_proxy: FaultProxy,
+    clock: FakeClock,
+) -> None:
+    # given an auto top-up declined at 09:30 UTC
+    org = await make.org(credits=1_000)
+    await save_card(org.api, emulator, DECLINED_ON_CHARGE)
+    await enable(org, thresholdCredits=5_000, topupAmountCredits=10_000, dailyChargeCapAud=500)
+    await tick(app)
+    declined_at = clock.now()
+
+    # when the worker ticks during the hour after it
+    clock.advance(timedelta(minutes=10))
+    await tick(app)
+    clock.advance(timedelta(minutes=40))
+    await tick(app)
+
+    # then the next attempt waits, queued until the back-off ends, and nothing is charged
+    waiting, failed = await topups_of(org)
+    assert (failed["status"], waiting["status"], waiting["paymentIntentId"]) == (
+        "FAILED",
+        "QUEUED",
+        None,
+    )
+    assert datetime.fromisoformat(waiting["notBefore"]) == declined_at + timedelta(hours=1)
+    assert stripe_proxy.count("POST", "/v1/payment_intents") == 1
+
+    # when the customer switches to a good card and the back-off ends
+    await save_card(org.api, emulator, VISA)
+    clock.advance(timedelta(minutes=10))
+    [report] = await tick(app)
+
+    # then that attempt is charged, on the card that is the default now
+    assert report.auto_topups_run == 1
+    paid, _ = await topups_of(org)
+    assert (paid["id"], paid["status"], paid["notBefore"]) == (waiting["id"], "SUCCEEDED", None)
+    assert [g["amountCredits"] for g in await grants_of(org)] == [10_000]
+    assert stripe_proxy.count("POST", "/v1/payment_intents") == 2
     await assert_invariants(app.billing.db)
 
 

@@ -140,7 +140,7 @@ async def test_no_card_and_declined_card_are_402(make: Factory, emulator: Stripe
     missing = await topup(make, no_card, "a", aud_cents=10_000)
     refused = await topup(make, declined, "b", aud_cents=10_000)
 
-    assert (missing.status_code, missing.json()["title"]) == (402, "Payment method required")
+    assert (missing.status_code, missing.json()["title"]) == (402, "Payment Method Required")
     assert refused.status_code == 402
     assert refused.json()["decline_code"] == "card_declined"
     assert refused.headers["content-type"].startswith(PROBLEM)
@@ -183,7 +183,7 @@ async def test_no_billing_backend_is_503(
         )
 
     assert response.status_code == 503
-    assert response.json()["title"] == "Billing not configured"
+    assert response.json()["title"] == "Billing Not Configured"
 
 
 async def test_invalid_input_names_the_field_in_snake_case(

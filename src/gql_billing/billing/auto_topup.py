@@ -39,6 +39,8 @@ from ..stripe_gateway import PaymentGateway
 from .topups import TopupService, default_card
 
 MAX_CONSECUTIVE_FAILURES = 3
+# Attempts one worker tick claims and charges at most; the rest wait for the next tick.
+RUN_DUE_PER_TICK = 20
 DECLINE_BACKOFF = timedelta(hours=1)
 CHARGED_STATUSES = (TopupStatus.SUCCEEDED, TopupStatus.PROCESSING, TopupStatus.REQUIRES_ACTION)
 
@@ -76,27 +78,30 @@ def _validate(
     cap = _keep(settings.daily_charge_cap_aud, wallet.auto_daily_cap_aud)
     if threshold is not None and not 0 <= threshold <= MAX_CREDITS:
         raise InvalidInput(
-            "thresholdCredits", f"thresholdCredits must be between 0 and {MAX_CREDITS}"
+            "threshold_credits", f"threshold_credits must be between 0 and {MAX_CREDITS}"
         )
     if amount is not None and not MIN_TOPUP_AUD_CENTS <= amount <= MAX_CHARGE_AUD_CENTS:
         raise InvalidInput(
-            "topupAmountCredits",
-            f"topupAmountCredits must be between {MIN_TOPUP_AUD_CENTS} and {MAX_CHARGE_AUD_CENTS}",
+            "topup_amount_credits",
+            f"topup_amount_credits must be between {MIN_TOPUP_AUD_CENTS} and "
+            f"{MAX_CHARGE_AUD_CENTS}",
         )
     if cap is not None and not 0 <= cap <= MAX_DAILY_CAP_AUD:
         raise InvalidInput(
-            "dailyChargeCapAud", f"dailyChargeCapAud must be between 0 and {MAX_DAILY_CAP_AUD}"
+            "daily_charge_cap_aud",
+            f"daily_charge_cap_aud must be between 0 and {MAX_DAILY_CAP_AUD}",
         )
     if cap is not None and amount is not None and cap * 100 < amount:
         raise InvalidInput(
-            "dailyChargeCapAud",
-            "dailyChargeCapAud * 100 must be at least topupAmountCredits, or it could never fire",
+            "daily_charge_cap_aud",
+            "daily_charge_cap_aud * 100 must be at least topup_amount_credits, "
+            "or it could never fire",
         )
     if settings.enabled:
         for field, value in (
-            ("thresholdCredits", threshold),
-            ("topupAmountCredits", amount),
-            ("dailyChargeCapAud", cap),
+            ("threshold_credits", threshold),
+            ("topup_amount_credits", amount),
+            ("daily_charge_cap_aud", cap),
         ):
             if value is None:
                 raise InvalidInput(field, f"Set {field} to enable auto top-up")
@@ -171,7 +176,7 @@ class AutoTopupService:
                 queued += await queue_if_below(session, wallet, now)
         return queued
 
-    async def run_due(self, limit: int = 20) -> int:
+    async def run_due(self, limit: int = RUN_DUE_PER_TICK) -> int:
         """Claim and charge due attempts (queued, or processing past the lease); the count run."""
         if self._gateway is None:
             return 0
@@ -225,8 +230,12 @@ class AutoTopupService:
                 # Switched off, or topped up meanwhile: the queued charge is not needed.
                 await session.delete(attempt)
                 return True, None
-            # The charge is the amount configured now, and the cap is checked against it.
+            # The charge is the amount configured now, on the card that is the default now
+            # (it may have waited hours), and the cap is checked against it.
             attempt.aud_cents = wallet.auto_topup_amount_credits or attempt.aud_cents
+            card = await default_card(session, attempt.organization_id)
+            if card is not None:
+                attempt.payment_method_stripe_id = card.stripe_id
             cap_cents = (wallet.auto_daily_cap_aud or 0) * 100
             if (
                 await charged_today_aud_cents(session, attempt.organization_id, now)

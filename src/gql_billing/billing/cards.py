@@ -22,7 +22,7 @@ class Detached:
 
 def validate_payment_method_id(value: str) -> str:
     if not value.startswith("pm_") or len(value) > 255 or not value.isprintable():
-        raise InvalidInput("paymentMethodId", "Expected a Stripe PaymentMethod id (pm_...)")
+        raise InvalidInput("payment_method_id", "Expected a Stripe PaymentMethod id (pm_...)")
     return value
 
 

@@ -50,7 +50,7 @@ async def add_line(
     new_total = invoice.total_credits + amount_credits
     if new_total > MAX_CREDITS:
         raise InvalidInput(
-            "amountCredits",
+            "amount_credits",
             f"This capture would take the {invoice.period} invoice total past "
             f"{MAX_CREDITS} credits (2^53 - 1)",
         )

@@ -23,11 +23,11 @@ async def create_organization(
     check_free_text("name", name)
     currency = display_currency.strip().upper()
     if len(currency) != 3 or not currency.isalpha():
-        raise InvalidInput("displayCurrency", "Expected an ISO 4217 code such as AUD")
+        raise InvalidInput("display_currency", "Expected an ISO 4217 code such as AUD")
     if approval_threshold_credits is not None and approval_threshold_credits < 0:
-        raise InvalidInput("approvalThresholdCredits", "Must be zero or more")
+        raise InvalidInput("approval_threshold_credits", "Must be zero or more")
     if approval_threshold_credits is not None:
-        check_credits(approval_threshold_credits, "approvalThresholdCredits")
+        check_credits(approval_threshold_credits, "approval_threshold_credits")
     async with db.write() as session:
         org = Organization(
             name=name.strip(),

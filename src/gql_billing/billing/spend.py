@@ -77,14 +77,18 @@ class ReserveRequest:
 
     def validate(self) -> int:
         if self.organization_id is None:
-            raise InvalidInput("organizationId", "No such organization")
+            raise InvalidInput("organization_id", "No such organization")
         if self.amount_credits <= 0:
-            raise InvalidInput("amountCredits", "amountCredits must be positive")
-        check_credits(self.amount_credits, "amountCredits")
+            raise InvalidInput("amount_credits", "amount_credits must be positive")
+        check_credits(self.amount_credits, "amount_credits")
         if not self.reference.strip() or len(self.reference) > MAX_REFERENCE_LENGTH:
-            raise InvalidInput("reference", "reference must be 1-255 characters")
+            raise InvalidInput(
+                "reference", f"reference must be 1-{MAX_REFERENCE_LENGTH} characters"
+            )
         if self.description is not None and len(self.description) > MAX_DESCRIPTION_LENGTH:
-            raise InvalidInput("description", "description must be at most 500 characters")
+            raise InvalidInput(
+                "description", f"description must be at most {MAX_DESCRIPTION_LENGTH} characters"
+            )
         check_free_text("reference", self.reference)
         check_free_text("description", self.description)
         return self.organization_id
@@ -137,7 +141,7 @@ class SpendService:
         async with self._db.write() as session:
             org = await session.get(Organization, organization_id)
             if org is None:
-                raise InvalidInput("organizationId", "No such organization")
+                raise InvalidInput("organization_id", "No such organization")
             claim = await idempotency.claim(
                 session,
                 organization_id=organization_id,
@@ -225,7 +229,9 @@ class SpendService:
         if self._gateway is None:
             raise BillingNotConfigured()
         if reservation.amount_credits > MAX_CHARGE_AUD_CENTS:
-            raise InvalidInput("amountCredits", "A card hold is at most 99999999 cents")
+            raise InvalidInput(
+                "amount_credits", f"A card hold is at most {MAX_CHARGE_AUD_CENTS} cents"
+            )
         card = await default_card(session, reservation.organization_id)
         if card is None or org.stripe_customer_id is None:
             raise PaymentMethodRequired()
@@ -279,7 +285,7 @@ class SpendService:
             amount = r.amount_credits if amount_credits is None else amount_credits
             if amount <= 0 or amount > r.amount_credits:
                 raise InvalidInput(
-                    "amountCredits", f"Capture between 1 and {r.amount_credits} credits"
+                    "amount_credits", f"Capture between 1 and {r.amount_credits} credits"
                 )
             if r.status == S.CAPTURED and r.captured_credits == amount:
                 return await self._spend(session, r)

@@ -43,6 +43,7 @@ from ..money import (
     MAX_CHARGE_AUD_CENTS,
     MAX_CREDITS,
     MIN_TOPUP_AUD_CENTS,
+    bonus_description,
     topup_bonus_credits,
 )
 from ..stripe_gateway import DECLINED, REQUIRES_ACTION, SUCCEEDED, Payment, PaymentGateway
@@ -68,15 +69,18 @@ class TopupRequest:
     def charge_cents(self) -> int:
         """Validate the amount rules of SPEC §3 and return the charge in AUD cents."""
         if (self.aud_cents is None) == (self.credits is None):
-            raise InvalidInput("audCents", "Give exactly one of audCents or credits")
+            raise InvalidInput("aud_cents", "Give exactly one of aud_cents or credits")
         field, value = (
-            ("audCents", self.aud_cents)
+            ("aud_cents", self.aud_cents)
             if self.aud_cents is not None
             else ("credits", self.credits)
         )
         assert value is not None
         if value < MIN_TOPUP_AUD_CENTS:
-            raise InvalidInput(field, f"{field} must be at least {MIN_TOPUP_AUD_CENTS} (A$100)")
+            raise InvalidInput(
+                field,
+                f"{field} must be at least {MIN_TOPUP_AUD_CENTS} (A${MIN_TOPUP_AUD_CENTS // 100})",
+            )
         if value > MAX_CHARGE_AUD_CENTS:
             raise InvalidInput(field, f"{field} must be at most {MAX_CHARGE_AUD_CENTS}")
         return value
@@ -122,7 +126,7 @@ class TopupService:
         gateway = self._require_gateway()
         attempt, lock_id = await self._claim(organization_id, key, request, charge_cents)
         if lock_id is None:
-            return _replay(attempt)
+            return _outcome(attempt)
         return await self._drive(gateway, attempt, lock_id)
 
     async def resume(self, organization_id: int, attempt_id: int) -> TopupOutcome:
@@ -133,7 +137,7 @@ class TopupService:
         if attempt is None or attempt.organization_id != organization_id:
             raise NotFound("No such top-up attempt")
         if attempt.status in (TopupStatus.SUCCEEDED, TopupStatus.FAILED):
-            return _replay(attempt)
+            return _outcome(attempt)
         if attempt.payment_intent_id is None:
             raise InvalidState("This top-up has not reached Stripe yet; try again shortly")
         payment = await gateway.retrieve_payment(attempt.payment_intent_id)
@@ -314,7 +318,7 @@ async def _grant(session: AsyncSession, attempt: TopupAttempt, now: datetime) ->
             session,
             organization_id=attempt.organization_id,
             movement=ledger.bonus(bonus_credits),
-            description="Volume bonus (5% above A$20,000)",
+            description=bonus_description(),
             topup_attempt_id=attempt.id,
             payment_intent_id=attempt.payment_intent_id,
             now=now,
@@ -342,7 +346,7 @@ async def _require_headroom(
     wallet = await ledger.wallet_for(session, organization_id)
     granted = charge_cents + topup_bonus_credits(charge_cents)
     if wallet.balance_credits + granted > MAX_CREDITS:
-        field = "audCents" if request.aud_cents is not None else "credits"
+        field = "aud_cents" if request.aud_cents is not None else "credits"
         raise InvalidInput(
             field, f"This top-up would take the balance past {MAX_CREDITS} credits (2^53 - 1)"
         )
@@ -353,10 +357,6 @@ async def default_card(session: AsyncSession, organization_id: int) -> PaymentMe
         col(PaymentMethod.organization_id) == organization_id, col(PaymentMethod.is_default)
     )
     return (await session.execute(query)).scalar_one_or_none()
-
-
-def _replay(attempt: TopupAttempt) -> TopupOutcome:
-    return _outcome(attempt)
 
 
 def _outcome(attempt: TopupAttempt) -> TopupOutcome:

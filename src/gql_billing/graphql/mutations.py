@@ -199,55 +199,45 @@ class Mutation:
     @strawberry.mutation(
         permission_classes=WRITE, description="billing:write. Save a card, step 1."
     )
+    @p.problems_as_members
     async def create_setup_intent(self, info: Info) -> CreateSetupIntentResult:
-        try:
-            intent = await info.context.billing.cards.create_setup_intent(
-                info.context.organization_id
-            )
-        except errors.BillingProblem as exc:
-            return p.from_exception(exc)  # type: ignore[return-value]
+        intent = await info.context.billing.cards.create_setup_intent(info.context.organization_id)
         return SetupIntentCreated(client_secret=intent.client_secret, setup_intent_id=intent.id)
 
     @strawberry.mutation(
         permission_classes=WRITE, description="billing:write. Save a card, step 3."
     )
+    @p.problems_as_members
     async def attach_payment_method(
         self, info: Info, input: AttachPaymentMethodInput
     ) -> AttachPaymentMethodResult:
         org_id = info.context.organization_id
-        try:
-            row = await info.context.billing.cards.attach(
-                org_id, input.payment_method_id, set_as_default=input.set_as_default
-            )
-        except errors.BillingProblem as exc:
-            return p.from_exception(exc)  # type: ignore[return-value]
+        row = await info.context.billing.cards.attach(
+            org_id, input.payment_method_id, set_as_default=input.set_as_default
+        )
         return PaymentMethodAttached(
             payment_method=PaymentMethod.from_row(row), wallet=await current_wallet(info, org_id)
         )
 
     @strawberry.mutation(permission_classes=WRITE, description="billing:write. The card to charge.")
+    @p.problems_as_members
     async def set_default_payment_method(
         self, info: Info, input: SetDefaultPaymentMethodInput
     ) -> SetDefaultPaymentMethodResult:
         org_id = info.context.organization_id
-        try:
-            row = await info.context.billing.cards.set_default(org_id, input.payment_method_id)
-        except errors.BillingProblem as exc:
-            return p.from_exception(exc)  # type: ignore[return-value]
+        row = await info.context.billing.cards.set_default(org_id, input.payment_method_id)
         return DefaultPaymentMethodSet(
             payment_method=PaymentMethod.from_row(row), wallet=await current_wallet(info, org_id)
         )
 
     @strawberry.mutation(permission_classes=WRITE, description="billing:write. Remove a card.")
+    @p.problems_as_members
     async def detach_payment_method(
         self, info: Info, input: DetachPaymentMethodInput
     ) -> DetachPaymentMethodResult:
-        try:
-            done = await info.context.billing.cards.detach(
-                info.context.organization_id, input.payment_method_id
-            )
-        except errors.BillingProblem as exc:
-            return p.from_exception(exc)  # type: ignore[return-value]
+        done = await info.context.billing.cards.detach(
+            info.context.organization_id, input.payment_method_id
+        )
         return PaymentMethodDetached(
             deleted_id=strawberry.ID(to_global_id("PaymentMethod", done.payment_method_row_id)),
             payment_method_id=done.stripe_id,
@@ -258,37 +248,32 @@ class Mutation:
         description="billing:write. Charge the default card off-session and grant credits; "
         "idempotent on the key.",
     )
+    @p.problems_as_members
     async def topup(self, info: Info, input: TopupInput) -> TopupResult:
         request = TopupRequest(
             aud_cents=input.aud_cents,
             credits=input.credits,
             idempotency_key=idempotency_key(info, input.idempotency_key),
         )
-        try:
-            outcome = await info.context.billing.topups.topup(info.context.organization_id, request)
-        except errors.BillingProblem as exc:
-            return p.from_exception(exc)  # type: ignore[return-value]
+        outcome = await info.context.billing.topups.topup(info.context.organization_id, request)
         return await topup_success(info, outcome)
 
     @strawberry.mutation(
         permission_classes=WRITE,
         description="billing:write. Settle a top-up that needed 3-D Secure.",
     )
+    @p.problems_as_members
     async def resume_topup(self, info: Info, input: ResumeTopupInput) -> TopupResult:
         attempt_id = pk_of(input.topup_attempt_id, "TopupAttempt")
-        try:
-            if attempt_id is None:
-                raise errors.NotFound("No such top-up attempt")
-            outcome = await info.context.billing.topups.resume(
-                info.context.organization_id, attempt_id
-            )
-        except errors.BillingProblem as exc:
-            return p.from_exception(exc)  # type: ignore[return-value]
+        if attempt_id is None:
+            raise errors.NotFound("No such top-up attempt")
+        outcome = await info.context.billing.topups.resume(info.context.organization_id, attempt_id)
         return await topup_success(info, outcome)
 
     @strawberry.mutation(
         permission_classes=WRITE, description="billing:write. Keep the balance above a floor."
     )
+    @p.problems_as_members
     async def set_auto_topup(self, info: Info, input: SetAutoTopupInput) -> SetAutoTopupResult:
         request = AutoTopupRequest(
             enabled=input.enabled,
@@ -296,11 +281,8 @@ class Mutation:
             topup_amount_credits=input.topup_amount_credits,
             daily_charge_cap_aud=input.daily_charge_cap_aud,
         )
-        try:
-            row = await info.context.billing.auto_topups.configure(
-                info.context.organization_id, request
-            )
-        except errors.BillingProblem as exc:
-            return p.from_exception(exc)  # type: ignore[return-value]
+        row = await info.context.billing.auto_topups.configure(
+            info.context.organization_id, request
+        )
         wallet = Wallet.from_row(row)
         return AutoTopupUpdated(auto_topup=AutoTopupSettings(row=row), wallet=wallet)

@@ -11,8 +11,8 @@ from graphql import GraphQLError
 from sqlalchemy import Select, bindparam
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from .common import PageInfo
 from .ids import from_cursor, to_cursor
-from .types import PageInfo
 
 RowT = TypeVar("RowT")
 

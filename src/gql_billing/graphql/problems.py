@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar, cast
 
 import strawberry
 
 from .. import errors
+from .common import schema_spelling
+from .context import Info
 from .ids import to_global_id
 from .scalars import Credits
+from .types import TopupAttempt
 
 
-@strawberry.interface(description="An expected failure; status is the REST API's HTTP status.")
+@strawberry.interface(
+    description="An expected failure; httpStatus is the REST API's HTTP status for the same "
+    "case, and title the same words as the REST problem document."
+)
 class Problem:
     title: str
-    status: int
+    status: int = strawberry.field(
+        deprecation_reason="Use httpStatus. `status` clashes with TopupSuccess.status (a String) "
+        "when one selection asks for both."
+    )
+    http_status: int
     detail: str
+
+
+async def _topup_attempt(root: AuthenticationRequired, info: Info) -> TopupAttempt | None:
+    if root.topup_attempt_pk is None:
+        return None
+    row = await info.context.loaders.topup_attempt.load(root.topup_attempt_pk)
+    return TopupAttempt.from_row(row) if row else None
 
 
 @strawberry.type
@@ -24,7 +43,17 @@ class AuthenticationRequired(Problem):
     payment_intent_id: str
     payment_method_id: str | None
     requires_action: bool
-    topup_attempt_id: strawberry.ID | None
+    topup_attempt_id: strawberry.ID | None = strawberry.field(
+        description="The top-up attempt to resume, when this came from a top-up.",
+        deprecation_reason="Use topupAttempt { id }. This field clashes with "
+        "TopupSuccess.topupAttemptId (ID!) when one selection asks for both.",
+    )
+    # Resolver assigned in place (not a decorated method), so the fields keep their order.
+    topup_attempt: TopupAttempt | None = strawberry.field(
+        resolver=_topup_attempt,
+        description="The top-up attempt to resume, when this came from a top-up.",
+    )
+    topup_attempt_pk: strawberry.Private[int | None]
 
 
 @strawberry.type
@@ -74,7 +103,12 @@ class BillingNotConfigured(Problem):
 
 
 def from_exception(exc: errors.BillingProblem) -> Problem:
-    base: dict[str, Any] = {"title": exc.title, "status": exc.status, "detail": exc.detail}
+    base: dict[str, Any] = {
+        "title": exc.title,
+        "status": exc.status,
+        "http_status": exc.status,
+        "detail": exc.detail,
+    }
     match exc:
         case errors.AuthenticationRequired():
             attempt = exc.topup_attempt_id
@@ -87,6 +121,7 @@ def from_exception(exc: errors.BillingProblem) -> Problem:
                 topup_attempt_id=(
                     strawberry.ID(to_global_id("TopupAttempt", attempt)) if attempt else None
                 ),
+                topup_attempt_pk=attempt,
             )
         case errors.CardDeclined():
             return CardDeclined(**base, decline_code=exc.decline_code)
@@ -97,7 +132,8 @@ def from_exception(exc: errors.BillingProblem) -> Problem:
                 requested_credits=exc.requested_credits,
             )
         case errors.InvalidInput():
-            return InvalidInput(**base, field=exc.field)
+            base["detail"] = schema_spelling(exc.detail)
+            return InvalidInput(**base, field=exc.field and schema_spelling(exc.field))
         case errors.PaymentMethodRequired():
             return PaymentMethodRequired(**base)
         case errors.IdempotencyConflict():
@@ -111,3 +147,23 @@ def from_exception(exc: errors.BillingProblem) -> Problem:
         case errors.BillingNotConfigured():
             return BillingNotConfigured(**base)
     raise exc
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def problems_as_members(resolver: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """A mutation resolver returns its success; a BillingProblem it raises becomes the union
+    member of the same name, caught here once instead of in every resolver."""
+
+    @functools.wraps(resolver)
+    async def resolve(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await resolver(*args, **kwargs)
+        except errors.BillingProblem as exc:
+            # Each result union lists the problems its service raises; strawberry refuses
+            # (as a masked fault) a member the union lacks.
+            return cast(R, from_exception(exc))
+
+    return resolve

@@ -15,6 +15,7 @@ from sqlmodel import col
 from .. import models
 from ..auth import Scope as AuthScope
 from ..errors import NotFound
+from .common import Money, Node, money
 from .context import Info
 from .ids import from_global_id
 from .pagination import Page, PageArgs, edges_of, paginate
@@ -24,8 +25,6 @@ from .spend_types import Approval, Invoice, Reservation
 from .types import (
     TRANSACTION_COLUMNS,
     WALLET_COLUMNS,
-    Money,
-    Node,
     Organization,
     PaymentMethod,
     Scope,
@@ -38,7 +37,6 @@ from .types import (
     TransactionFilter,
     Viewer,
     Wallet,
-    money,
 )
 
 READ = [needs(AuthScope.BILLING_READ)]

@@ -200,6 +200,7 @@ class SpendMutation:
         permission_classes=SPEND,
         description="billing:spend (service token). Reserve credits for an external spend.",
     )
+    @p.problems_as_members
     async def reserve_credits(self, info: Info, input: ReserveCreditsInput) -> ReserveCreditsResult:
         request = ReserveRequest(
             organization_id=pk_of(input.organization_id, "Organization"),
@@ -211,7 +212,7 @@ class SpendMutation:
         try:
             spend = await info.context.billing.spend.reserve(request)
         except errors.BillingProblem as exc:
-            return p.from_exception(_as_seen_by_service(info, exc))  # type: ignore[return-value]
+            raise _as_seen_by_service(info, exc) from None
         if spend.stopped_at_approval:
             assert spend.approval is not None
             return ApprovalRequired(approval=Approval.from_row(spend.approval))
@@ -225,15 +226,13 @@ class SpendMutation:
         permission_classes=SPEND,
         description="billing:spend. Settle a reservation; any remainder is released.",
     )
+    @p.problems_as_members
     async def capture_reservation(
         self, info: Info, input: CaptureReservationInput
     ) -> CaptureReservationResult:
-        try:
-            spend = await info.context.billing.spend.capture(
-                _reservation_pk(input.reservation_id), input.amount_credits
-            )
-        except errors.BillingProblem as exc:
-            return p.from_exception(exc)  # type: ignore[return-value]
+        spend = await info.context.billing.spend.capture(
+            _reservation_pk(input.reservation_id), input.amount_credits
+        )
         return ReservationCaptured(
             reservation=Reservation.from_row(spend.reservation),
             billing_mode=_mode(spend),
@@ -241,15 +240,13 @@ class SpendMutation:
         )
 
     @strawberry.mutation(permission_classes=SPEND, description="billing:spend. Void a reservation.")
+    @p.problems_as_members
     async def release_reservation(
         self, info: Info, input: ReleaseReservationInput
     ) -> ReleaseReservationResult:
-        try:
-            spend = await info.context.billing.spend.release(
-                _reservation_pk(input.reservation_id), input.reason
-            )
-        except errors.BillingProblem as exc:
-            return p.from_exception(exc)  # type: ignore[return-value]
+        spend = await info.context.billing.spend.release(
+            _reservation_pk(input.reservation_id), input.reason
+        )
         return ReservationReleased(
             reservation=Reservation.from_row(spend.reservation),
             wallet=await current_wallet(info, spend.reservation.organization_id),
@@ -258,15 +255,13 @@ class SpendMutation:
     @strawberry.mutation(
         permission_classes=SPEND, description="billing:spend. Return a captured spend."
     )
+    @p.problems_as_members
     async def refund_reservation(
         self, info: Info, input: RefundReservationInput
     ) -> RefundReservationResult:
-        try:
-            spend = await info.context.billing.spend.refund(
-                _reservation_pk(input.reservation_id), input.reason
-            )
-        except errors.BillingProblem as exc:
-            return p.from_exception(exc)  # type: ignore[return-value]
+        spend = await info.context.billing.spend.refund(
+            _reservation_pk(input.reservation_id), input.reason
+        )
         return ReservationRefunded(
             reservation=Reservation.from_row(spend.reservation),
             wallet=await current_wallet(info, spend.reservation.organization_id),
@@ -275,31 +270,27 @@ class SpendMutation:
     @strawberry.mutation(
         permission_classes=APPROVE, description="billing:approve. Approve a large purchase."
     )
+    @p.problems_as_members
     async def approve_spend(self, info: Info, input: DecideApprovalInput) -> DecideApprovalResult:
         principal = info.context.principal
-        try:
-            spend = await info.context.billing.spend.approve(
-                info.context.organization_id, _approval_pk(input.approval_id), principal.token_id
-            )
-        except errors.BillingProblem as exc:
-            return p.from_exception(exc)  # type: ignore[return-value]
+        spend = await info.context.billing.spend.approve(
+            info.context.organization_id, _approval_pk(input.approval_id), principal.token_id
+        )
         assert spend.approval is not None
         return ApprovalDecided(approval=Approval.from_row(spend.approval))
 
     @strawberry.mutation(
         permission_classes=APPROVE, description="billing:approve. Reject a large purchase."
     )
+    @p.problems_as_members
     async def reject_spend(self, info: Info, input: DecideApprovalInput) -> DecideApprovalResult:
         principal = info.context.principal
-        try:
-            spend = await info.context.billing.spend.reject(
-                info.context.organization_id,
-                _approval_pk(input.approval_id),
-                principal.token_id,
-                input.reason,
-            )
-        except errors.BillingProblem as exc:
-            return p.from_exception(exc)  # type: ignore[return-value]
+        spend = await info.context.billing.spend.reject(
+            info.context.organization_id,
+            _approval_pk(input.approval_id),
+            principal.token_id,
+            input.reason,
+        )
         assert spend.approval is not None
         return ApprovalDecided(approval=Approval.from_row(spend.approval))
 

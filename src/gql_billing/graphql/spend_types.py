@@ -10,10 +10,10 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from .. import models
+from .common import Money, Node, PageInfo, money
 from .context import Info
 from .ids import to_global_id
 from .scalars import Credits
-from .types import Money, Node, PageInfo, money
 
 
 @strawberry.enum(name="ReservationStatus")

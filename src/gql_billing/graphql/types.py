@@ -4,24 +4,21 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Any
 
 import strawberry
-from graphql import GraphQLError
 from sqlalchemy import Row, select
 from sqlmodel import col
 from strawberry.permission import BasePermission
 
-from .. import errors, models
+from .. import models
 from ..billing.auto_topup import charged_today_aud_cents
-from ..money import Money as MoneyValue
+from .common import Money, Node, PageInfo, money
 from .context import Info
 from .ids import to_global_id
 from .permissions import NeedsCustomerScope, sees_customer_data
 from .scalars import Credits
-
-if TYPE_CHECKING:
-    from .spend_types import Reservation
+from .spend_types import Reservation
 
 
 @strawberry.enum
@@ -38,8 +35,11 @@ TransactionKind = strawberry.enum(models.EntryKind, name="TransactionKind")
 
 @strawberry.enum(name="TopupStatus")
 class TopupStatus(Enum):
-    """A queued auto top-up reads as PROCESSING."""
-
+    QUEUED = strawberry.enum_value(
+        "QUEUED",
+        description="An automatic top-up waiting for its turn (the daily cap, or back-off "
+        "after a decline): nothing is charged yet; `notBefore` says when it may run.",
+    )
     PROCESSING = "PROCESSING"
     REQUIRES_ACTION = "REQUIRES_ACTION"
     SUCCEEDED = "SUCCEEDED"
@@ -47,51 +47,6 @@ class TopupStatus(Enum):
 
 
 TopupTrigger = strawberry.enum(models.TopupTrigger, name="TopupTrigger")
-
-
-@strawberry.interface(description="An object with a global id, refetchable through `node`.")
-class Node:
-    id: strawberry.ID
-
-
-def user_error(exc: errors.InvalidInput) -> GraphQLError:
-    """An invalid argument on a query field (no union to carry it): a typed GraphQL error."""
-    return GraphQLError(exc.detail, extensions={"code": "BAD_USER_INPUT", "field": exc.field})
-
-
-@strawberry.type(description="An amount of money; `amount` is a decimal string in major units.")
-class Money:
-    value: strawberry.Private[MoneyValue]
-
-    @strawberry.field
-    def amount(self) -> str:
-        return self.value.amount_text
-
-    @strawberry.field
-    def currency(self) -> str:
-        return self.value.currency
-
-    @strawberry.field
-    def is_estimate(self) -> bool:
-        return self.value.is_estimate
-
-    @strawberry.field
-    def rate_as_of(self) -> datetime | None:
-        return self.value.rate_as_of
-
-    @strawberry.field(description='CLDR formatting for the locale (default en-AU), e.g. "$735.00".')
-    def formatted(self, locale: str | None = None) -> str:
-        try:
-            return self.value.formatted(locale)
-        except errors.InvalidInput as exc:
-            raise user_error(exc) from exc
-
-
-def money(info: Info, amount_credits: int, currency: str | None) -> Money:
-    try:
-        return Money(value=info.context.billing.rates.credits_to_money(amount_credits, currency))
-    except errors.InvalidInput as exc:
-        raise user_error(exc) from exc
 
 
 @strawberry.type
@@ -156,6 +111,9 @@ class TopupAttempt(Node):
         description="The PaymentIntent's client secret, only while REQUIRES_ACTION."
     )
     failure_reason: str | None
+    not_before: datetime | None = strawberry.field(
+        description="For a QUEUED attempt: the earliest time it will be charged."
+    )
     created_at: datetime
     completed_at: datetime | None
 
@@ -163,10 +121,10 @@ class TopupAttempt(Node):
     def from_row(cls, row: models.TopupAttempt) -> TopupAttempt:
         assert row.id is not None
         status = models.TopupStatus(row.status)
-        visible = "PROCESSING" if status == models.TopupStatus.QUEUED else status.value
+        queued = status == models.TopupStatus.QUEUED
         return cls(
             id=strawberry.ID(to_global_id("TopupAttempt", row.id)),
-            status=TopupStatus(visible),
+            status=TopupStatus(status.value),
             trigger=models.TopupTrigger(row.trigger),
             aud_cents=row.aud_cents,
             credits_granted=row.credits_granted,
@@ -176,6 +134,8 @@ class TopupAttempt(Node):
                 row.client_secret if status == models.TopupStatus.REQUIRES_ACTION else None
             ),
             failure_reason=row.failure_reason,
+            # A queued attempt may run from the moment it was queued unless told to wait.
+            not_before=(row.not_before or row.created_at) if queued else None,
             created_at=row.created_at,
             completed_at=row.completed_at,
         )
@@ -311,11 +271,7 @@ class Wallet(Node):
         return self.row.updated_at
 
 
-async def _transaction_reservation(
-    root: Transaction, info: Info
-) -> Annotated[Reservation, strawberry.lazy("gql_billing.graphql.spend_types")] | None:
-    from .spend_types import Reservation
-
+async def _transaction_reservation(root: Transaction, info: Info) -> Reservation | None:
     if root.reservation_id is None:
         return None
     row = await info.context.loaders.reservation.load(root.reservation_id)
@@ -361,9 +317,7 @@ class Transaction(Node):
     description: str
     reference: str | None
     # Resolvers assigned in place (not decorated methods), so the fields keep their order.
-    reservation: (
-        Annotated[Reservation, strawberry.lazy("gql_billing.graphql.spend_types")] | None
-    ) = strawberry.field(resolver=_transaction_reservation)
+    reservation: Reservation | None = strawberry.field(resolver=_transaction_reservation)
     topup: TopupAttempt | None = strawberry.field(resolver=_transaction_topup)
     created_at: datetime
     reservation_id: strawberry.Private[int | None]
@@ -389,14 +343,6 @@ class Transaction(Node):
             reservation_id=row.reservation_id,
             topup_attempt_id=row.topup_attempt_id,
         )
-
-
-@strawberry.type
-class PageInfo:
-    has_next_page: bool
-    has_previous_page: bool
-    start_cursor: str | None
-    end_cursor: str | None
 
 
 @strawberry.type
