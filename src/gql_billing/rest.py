@@ -1,7 +1,8 @@
 """The seed's REST operation API: `/v1/op/<operation>` over the same billing services.
 
 Reads are GET, everything else POST with a JSON body; fields are the seed's snake_case;
-problems are RFC 9457 `application/problem+json` with the status of SPEC §3.
+problems are RFC 9457 `application/problem+json` with the HTTP status
+of the same case's GraphQL `Problem.status`.
 """
 
 from __future__ import annotations
