@@ -27,6 +27,7 @@ from .graphql.ids import from_cursor, to_cursor, to_global_id
 from .ledger import wallet_for
 
 MAX_BODY_BYTES = 64 * 1024
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 PROBLEM = "application/problem+json"
 
 
@@ -36,9 +37,11 @@ class HttpProblem(Exception):
         self.status, self.title, self.detail, self.extra = status, title, detail, extra
 
 
-def problem_response(status: int, title: str, detail: str, **extra: Any) -> Response:
+def problem_response(
+    status: int, title: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 def from_billing_problem(exc: errors.BillingProblem) -> Response:
@@ -281,7 +284,11 @@ class RestApi:
             return problem_response(404, "Not found", "No such operation")
         if request.method != operation.method:
             return problem_response(
-                405, "Method not allowed", f"Use {operation.method}", allow=operation.method
+                405,
+                "Method not allowed",
+                f"Use {operation.method}",
+                headers={"Allow": operation.method},
+                allow=operation.method,
             )
         principal = await authenticate(
             self._billing.db, bearer_token(request.headers.get("authorization"))
@@ -323,4 +330,5 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 
 def rest_routes(billing: Billing) -> list[Route]:
-    return [Route("/v1/op/{operation}", RestApi(billing).handle, methods=["GET", "POST"])]
+    # Every method reaches the handler, which answers 405 with the operation's own method.
+    return [Route("/v1/op/{operation}", RestApi(billing).handle, methods=ALL_METHODS)]
