@@ -25,6 +25,7 @@ from .health import health_routes
 from .live import relay_postgres_notifications
 from .logs import RequestContext, configure_logging, configure_structlog
 from .metrics import Metrics, metrics_endpoint
+from .openapi import openapi_routes
 from .rest import problem_response, rest_routes
 from .settings import Settings
 from .stripe_gateway import CallObserver, PaymentGateway, StripeGateway
@@ -118,6 +119,7 @@ def create_app(
             *playground_files,
             Route("/webhooks/stripe", StripeWebhooks(billing).handle, methods=["POST"]),
             *rest_routes(billing),
+            *openapi_routes(development=not settings.production),
             *health_routes(db, gateway),
             Route("/metrics", metrics_endpoint(metrics, db)),
         ],

@@ -22,6 +22,8 @@ ROUTES = {
     "/metrics": {"GET", "HEAD"},
     "/graphql": {"GET", "HEAD", "POST"},
     "/graphiql/react@18.2.0/package.json": {"GET", "HEAD"},
+    "/v1/openapi.json": {"GET", "HEAD"},
+    "/v1/docs": {"GET", "HEAD"},
 }
 CASES = [
     (path, method)
