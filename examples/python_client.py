@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import uuid
 
 from gql import Client, gql
@@ -51,9 +52,18 @@ def main() -> None:
     parser.add_argument("--topup-aud-cents", type=int)
     parser.add_argument("--idempotency-key", default=None)
     args = parser.parse_args()
+    token = os.environ.get("GQL_BILLING_TOKEN")
+    if not token:
+        print(
+            "usage: GQL_BILLING_URL=http://127.0.0.1:8000/graphql GQL_BILLING_TOKEN=gqlb_... "
+            "python examples/python_client.py [--topup-aud-cents N]\n"
+            "error: GQL_BILLING_TOKEN is not set (`make demo` prints a token)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     transport = HTTPXTransport(
         url=os.environ.get("GQL_BILLING_URL", "http://127.0.0.1:8000/graphql"),
-        headers={"Authorization": f"Bearer {os.environ['GQL_BILLING_TOKEN']}"},
+        headers={"Authorization": f"Bearer {token}"},
         timeout=30,
     )
     with Client(transport=transport) as session:

@@ -43,6 +43,9 @@ mutation Capture($input: CaptureReservationInput!) {
 """
 
 CUSTOM_SCALARS = {
+    "Date": st.sampled_from(["2026-11-01", "2026-11-20", "2025-01-01"]).map(
+        lambda s: graphql.StringValueNode(value=s)
+    ),
     "Credits": st.integers(0, 2**53 - 1).map(lambda n: graphql.IntValueNode(value=str(n))),
     "DateTime": st.sampled_from(["2026-11-20T09:30:00+00:00", "2020-01-01T00:00:00Z"]).map(
         lambda s: graphql.StringValueNode(value=s)

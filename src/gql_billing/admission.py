@@ -70,7 +70,7 @@ def too_large(limit_bytes: int, *, hang_up: bool = False) -> Refusal:
     return Refusal(
         413,
         "PAYLOAD_TOO_LARGE",
-        "Payload too large",
+        "Payload Too Large",
         f"Request body exceeds {limit_bytes} bytes",
         {"Connection": "close"} if hang_up else {},
     )
@@ -80,7 +80,7 @@ def unsupported_media_type() -> Refusal:
     return Refusal(
         415,
         "UNSUPPORTED_MEDIA_TYPE",
-        "Unsupported media type",
+        "Unsupported Media Type",
         "The body must be JSON, sent with Content-Type: application/json",
         {"Accept": JSON},
     )
@@ -90,7 +90,7 @@ def rate_limited(retry_after_seconds: int) -> Refusal:
     return Refusal(
         429,
         "RATE_LIMITED",
-        "Too many requests",
+        "Too Many Requests",
         f"Rate limit exceeded; retry after {retry_after_seconds} s",
         {"Retry-After": str(retry_after_seconds)},
         retry_after_seconds,

@@ -8,7 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
@@ -23,7 +26,8 @@ from .health import health_routes
 from .live import relay_postgres_notifications
 from .logs import RequestContext, configure_logging, configure_structlog
 from .metrics import Metrics, metrics_endpoint
-from .rest import rest_routes
+from .openapi import openapi_routes
+from .rest import problem_response, rest_routes
 from .settings import Settings
 from .stripe_gateway import CallObserver, PaymentGateway, StripeGateway
 from .webhooks import StripeWebhooks
@@ -41,6 +45,20 @@ def build_gateway(
         api_base=settings.stripe_api_base,
         timeout_seconds=settings.stripe_timeout_seconds,
         observer=observer,
+    )
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> Response:
+    """Starlette's 405 (a route or the static files refusing the method) as a problem
+    document, with the `Allow` header the route computed (static files send none)."""
+    assert isinstance(exc, HTTPException)
+    allow = (exc.headers or {}).get("Allow", "GET, HEAD")
+    return problem_response(
+        405,
+        "Method Not Allowed",
+        f"{request.url.path} answers {allow}, not {request.method}",
+        headers={"Allow": allow},
+        allow=allow,
     )
 
 
@@ -104,10 +122,12 @@ def create_app(
             *playground_files,
             Route("/webhooks/stripe", StripeWebhooks(billing).handle, methods=["POST"]),
             *rest_routes(billing, admission),
+            *openapi_routes(development=not settings.production),
             *health_routes(db, gateway),
             Route("/metrics", metrics_endpoint(metrics, db)),
         ],
         lifespan=lifespan,
+        exception_handlers={405: method_not_allowed},
     )
     # Outermost, so preflights never reach auth. An empty allow-list sends no CORS headers.
     app.add_middleware(

@@ -1,7 +1,7 @@
 """`gql-billing report --org ID`: an operator's view of one organization's money.
 
-The wallet, the ledger totals by kind, every invariant of SPEC §8 for that organization
-(passed or failed), and its recent top-ups and reservations — as `rich` tables or JSON.
+The wallet, the ledger totals by kind, every ledger invariant (docs/invariants.md) for that
+organization (passed or failed), and its recent top-ups and reservations — as `rich` tables or JSON.
 Read-only: it reads from the database and never calls Stripe.
 """
 
@@ -229,7 +229,7 @@ def _invariants_table(checks: list[Check]) -> Table:
         ]
         for c in checks
     ]
-    return _table("Invariants (SPEC §8)", ["", "invariant", "detail"], rows)
+    return _table("Ledger invariants", ["", "invariant", "detail"], rows)
 
 
 def _topups_table(topups: list[dict[str, Any]]) -> Table:

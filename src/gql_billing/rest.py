@@ -1,7 +1,8 @@
 """The seed's REST operation API: `/v1/op/<operation>` over the same billing services.
 
 Reads are GET, everything else POST with a JSON body; fields are the seed's snake_case;
-problems are RFC 9457 `application/problem+json` with the status of SPEC §3.
+problems are RFC 9457 `application/problem+json` with the HTTP status
+of the same case's GraphQL `Problem.status`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import errors, models, statements
+from . import rest_models as shapes
 from .admission import Admission, Refusal
 from .auth import Principal, Scope
 from .billing import Billing
@@ -27,6 +29,7 @@ from .billing.topups import TopupRequest, default_card
 from .graphql.ids import from_cursor, to_cursor, to_global_id
 from .ledger import wallet_for
 
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 PROBLEM = "application/problem+json"
 
 
@@ -36,9 +39,11 @@ class HttpProblem(Exception):
         self.status, self.title, self.detail, self.extra = status, title, detail, extra
 
 
-def problem_response(status: int, title: str, detail: str, **extra: Any) -> Response:
+def problem_response(
+    status: int, title: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 def from_refusal(refusal: Refusal) -> Response:
@@ -86,53 +91,53 @@ class Operation:
 async def balance(
     billing: Billing, org_id: int, request: Request, _: dict[str, Any]
 ) -> dict[str, Any]:
-    currency = request.query_params.get("currency")
+    query = shapes.parse(shapes.BalanceQuery, request.query_params)
     async with billing.db.read() as session:
         wallet = await wallet_for(session, org_id)
         charged = await charged_today_aud_cents(session, org_id, billing.clock.now())
     available = wallet.balance_credits - wallet.reserved_credits
-    money = billing.rates.credits_to_money(wallet.balance_credits, currency)
-    return {
-        "balance_credits": wallet.balance_credits,
-        "reserved_credits": wallet.reserved_credits,
-        "available_credits": available,
-        "balance": {
-            "amount": money.amount_text,
-            "currency": money.currency,
-            "formatted": money.formatted(request.query_params.get("locale")),
-            "is_estimate": money.is_estimate,
-        },
-        "auto_topup": {
-            "enabled": wallet.auto_topup_enabled,
-            "threshold_credits": wallet.auto_threshold_credits or 0,
-            "topup_amount_credits": wallet.auto_topup_amount_credits or 0,
-            "daily_charge_cap_aud": wallet.auto_daily_cap_aud or 0,
-            "charged_today_aud_cents": charged,
-            "disabled_reason": wallet.auto_disabled_reason,
-        },
-    }
+    money = billing.rates.credits_to_money(wallet.balance_credits, query.currency)
+    return shapes.BalanceAnswer(
+        balance_credits=wallet.balance_credits,
+        reserved_credits=wallet.reserved_credits,
+        available_credits=available,
+        balance=shapes.Money(
+            amount=money.amount_text,
+            currency=money.currency,
+            formatted=money.formatted(query.locale),
+            is_estimate=money.is_estimate,
+        ),
+        auto_topup=shapes.AutoTopupState(
+            enabled=wallet.auto_topup_enabled,
+            threshold_credits=wallet.auto_threshold_credits or 0,
+            topup_amount_credits=wallet.auto_topup_amount_credits or 0,
+            daily_charge_cap_aud=wallet.auto_daily_cap_aud or 0,
+            charged_today_aud_cents=charged,
+            disabled_reason=wallet.auto_disabled_reason,
+        ),
+    ).model_dump(mode="json")
 
 
 async def transactions(
     billing: Billing, org_id: int, request: Request, _: dict[str, Any]
 ) -> dict[str, Any] | Response:
-    params = request.query_params
-    if statements.wants_csv(params.get("format"), request.headers.get("accept")):
-        return await statements.csv_response(billing.db, org_id, params)
-    limit = _int_param(params.get("limit"), "limit", default=billing.settings.default_page_size)
+    if statements.wants_csv(request.query_params.get("format"), request.headers.get("accept")):
+        return await statements.csv_response(billing.db, org_id, request.query_params)
+    params = shapes.parse(shapes.TransactionsQuery, request.query_params)
+    limit = params.limit or billing.settings.default_page_size
     if not 1 <= limit <= billing.settings.max_page_size:
         raise errors.InvalidInput(
             "limit", f"limit must be between 1 and {billing.settings.max_page_size}"
         )
     entry = models.LedgerEntry
     query = select(entry).where(col(entry.organization_id) == org_id)
-    if params.get("cursor"):
-        after = from_cursor(params["cursor"])
+    if params.cursor:
+        after = from_cursor(params.cursor)
         if after is None:
             raise errors.InvalidInput("cursor", "Not a cursor of this list")
         query = query.where(col(entry.id) < after)
-    if params.get("kind"):
-        kinds = [k.strip().upper() for k in params["kind"].split(",")]
+    if params.kind:
+        kinds = [k.strip().upper() for k in params.kind.split(",")]
         if not set(kinds) <= set(models.EntryKind):
             raise errors.InvalidInput("kind", "Unknown transaction kind")
         query = query.where(col(entry.kind).in_(kinds))
@@ -141,108 +146,108 @@ async def transactions(
             (await session.execute(query.order_by(col(entry.id).desc()).limit(limit + 1))).scalars()
         )
     page = rows[:limit]
-    return {
-        "transactions": [_entry(row) for row in page],
-        "next_cursor": to_cursor(page[-1].id) if len(rows) > limit and page[-1].id else None,
-    }
+    return shapes.TransactionsAnswer(
+        transactions=[_entry(row) for row in page],
+        next_cursor=to_cursor(page[-1].id) if len(rows) > limit and page[-1].id else None,
+    ).model_dump(mode="json")
 
 
-def _entry(row: models.LedgerEntry) -> dict[str, Any]:
+def _entry(row: models.LedgerEntry) -> shapes.TransactionEntry:
     assert row.id is not None
-    return {
-        "id": to_global_id("Transaction", row.id),
-        "kind": row.kind,
-        "amount_credits": row.amount_credits,
-        "balance_delta_credits": row.balance_delta_credits,
-        "available_delta_credits": row.available_delta_credits,
-        "balance_after_credits": row.balance_after_credits,
-        "available_after_credits": row.available_after_credits,
-        "description": row.description,
-        "reference": row.reference,
-        "created_at": row.created_at.isoformat(),
-    }
+    return shapes.TransactionEntry(
+        id=to_global_id("Transaction", row.id),
+        kind=models.EntryKind(row.kind),
+        amount_credits=row.amount_credits,
+        balance_delta_credits=row.balance_delta_credits,
+        available_delta_credits=row.available_delta_credits,
+        balance_after_credits=row.balance_after_credits,
+        available_after_credits=row.available_after_credits,
+        description=row.description,
+        reference=row.reference,
+        created_at=row.created_at.isoformat(),
+    )
 
 
 async def create_setup_intent(
     billing: Billing, org_id: int, _: Request, __: dict[str, Any]
 ) -> dict[str, Any]:
     intent = await billing.cards.create_setup_intent(org_id)
-    return {"client_secret": intent.client_secret, "setup_intent_id": intent.id}
+    return shapes.SetupIntentAnswer(
+        client_secret=intent.client_secret, setup_intent_id=intent.id
+    ).model_dump(mode="json")
 
 
 async def attach(billing: Billing, org_id: int, _: Request, body: dict[str, Any]) -> dict[str, Any]:
-    pm_id = _str_field(body, "payment_method_id")
-    set_as_default = body.get("set_as_default", False)
-    if not isinstance(set_as_default, bool):
-        raise errors.InvalidInput("set_as_default", "set_as_default must be true or false")
-    row = await billing.cards.attach(org_id, pm_id, set_as_default=set_as_default)
-    return {"payment_method": _card(row)}
+    attach = shapes.parse(shapes.AttachBody, body)
+    row = await billing.cards.attach(
+        org_id, attach.payment_method_id, set_as_default=attach.set_as_default
+    )
+    return _card(row)
 
 
 async def set_default(
     billing: Billing, org_id: int, _: Request, body: dict[str, Any]
 ) -> dict[str, Any]:
-    row = await billing.cards.set_default(org_id, _str_field(body, "payment_method_id"))
-    return {"payment_method": _card(row)}
+    chosen = shapes.parse(shapes.SetDefaultBody, body)
+    row = await billing.cards.set_default(org_id, chosen.payment_method_id)
+    return _card(row)
 
 
 def _card(row: models.PaymentMethod) -> dict[str, Any]:
-    return {
-        "id": row.stripe_id,
-        "brand": row.brand,
-        "last4": row.last4,
-        "exp_month": row.exp_month,
-        "exp_year": row.exp_year,
-        "is_default": row.is_default,
-    }
+    card = shapes.Card(
+        id=row.stripe_id,
+        brand=row.brand,
+        last4=row.last4,
+        exp_month=row.exp_month,
+        exp_year=row.exp_year,
+        is_default=row.is_default,
+    )
+    return shapes.CardAnswer(payment_method=card).model_dump(mode="json")
 
 
 async def topup(
     billing: Billing, org_id: int, request: Request, body: dict[str, Any]
 ) -> dict[str, Any]:
-    key = body.get("idempotency_key", request.headers.get("idempotency-key"))
+    asked = shapes.parse(shapes.TopupBody, body)
+    key = asked.idempotency_key if "idempotency_key" in body else None
+    if key is None:
+        key = request.headers.get("idempotency-key")
     outcome = await billing.topups.topup(
         org_id,
-        TopupRequest(
-            aud_cents=_int_field(body, "aud_cents"),
-            credits=_int_field(body, "credits"),
-            idempotency_key=key if isinstance(key, str) else None,
-        ),
+        TopupRequest(aud_cents=asked.aud_cents, credits=asked.credits, idempotency_key=key),
     )
-    return {
-        "topup_attempt_id": to_global_id("TopupAttempt", outcome.topup_attempt_id),
-        "payment_intent_id": outcome.payment_intent_id,
-        "status": "succeeded",
-        "credits_granted": outcome.credits_granted,
-        "bonus_credits": outcome.bonus_credits,
-        "new_balance": outcome.new_balance_credits,
-    }
+    return shapes.TopupAnswer(
+        topup_attempt_id=to_global_id("TopupAttempt", outcome.topup_attempt_id),
+        payment_intent_id=outcome.payment_intent_id,
+        status="succeeded",
+        credits_granted=outcome.credits_granted,
+        bonus_credits=outcome.bonus_credits,
+        new_balance=outcome.new_balance_credits,
+    ).model_dump(mode="json")
 
 
 async def set_auto_topup(
     billing: Billing, org_id: int, _: Request, body: dict[str, Any]
 ) -> dict[str, Any]:
-    enabled = body.get("enabled")
-    if not isinstance(enabled, bool):
-        raise errors.InvalidInput("enabled", "enabled must be true or false")
+    asked = shapes.parse(shapes.SetAutoTopupBody, body)
     wallet = await billing.auto_topups.configure(
         org_id,
         AutoTopupSettings(
-            enabled=enabled,
-            threshold_credits=_int_field(body, "threshold_credits"),
-            topup_amount_credits=_int_field(body, "topup_amount_credits"),
-            daily_charge_cap_aud=_int_field(body, "daily_charge_cap_aud"),
+            enabled=asked.enabled,
+            threshold_credits=asked.threshold_credits,
+            topup_amount_credits=asked.topup_amount_credits,
+            daily_charge_cap_aud=asked.daily_charge_cap_aud,
         ),
     )
     async with billing.db.read() as session:
         card = await default_card(session, org_id)
-    return {
-        "enabled": wallet.auto_topup_enabled,
-        "threshold_credits": wallet.auto_threshold_credits,
-        "topup_amount_credits": wallet.auto_topup_amount_credits,
-        "daily_charge_cap_aud": wallet.auto_daily_cap_aud,
-        "payment_method_id": card.stripe_id if card else None,
-    }
+    return shapes.AutoTopupAnswer(
+        enabled=wallet.auto_topup_enabled,
+        threshold_credits=wallet.auto_threshold_credits,
+        topup_amount_credits=wallet.auto_topup_amount_credits,
+        daily_charge_cap_aud=wallet.auto_daily_cap_aud,
+        payment_method_id=card.stripe_id if card else None,
+    ).model_dump(mode="json")
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -258,28 +263,6 @@ OPERATIONS: dict[str, Operation] = {
 }
 
 
-def _int_param(value: str | None, field: str, *, default: int) -> int:
-    if value is None:
-        return default
-    if not (value.isascii() and value.lstrip("-").isdigit()):
-        raise errors.InvalidInput(field, f"{field} must be an integer")
-    return int(value)
-
-
-def _int_field(body: dict[str, Any], field: str) -> int | None:
-    value = body.get(field)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise errors.InvalidInput(field, f"{field} must be an integer")
-    return value
-
-
-def _str_field(body: dict[str, Any], field: str) -> str:
-    value = body.get(field)
-    if not isinstance(value, str):
-        raise errors.InvalidInput(field, f"{field} is required")
-    return value
-
-
 class RestApi:
     def __init__(self, billing: Billing, admission: Admission) -> None:
         self._billing = billing
@@ -288,10 +271,21 @@ class RestApi:
     async def handle(self, request: Request) -> Response:
         operation = OPERATIONS.get(request.path_params["operation"])
         if operation is None:
-            return problem_response(404, errors.NotFound.title, "No such operation")
+            names = sorted(OPERATIONS)
+            return problem_response(
+                404,
+                errors.NotFound.title,
+                f"No such operation; the operations are {', '.join(names)} "
+                "(reference: /v1/openapi.json)",
+                operations=names,
+            )
         if request.method != operation.method:
             return problem_response(
-                405, "Method Not Allowed", f"Use {operation.method}", allow=operation.method
+                405,
+                "Method Not Allowed",
+                f"Use {operation.method}",
+                headers={"Allow": operation.method},
+                allow=operation.method,
             )
         posted = operation.method == "POST"
         admitted = await self._admission.admit(
@@ -337,6 +331,5 @@ def _json_body(raw: bytes) -> dict[str, Any]:
 
 
 def rest_routes(billing: Billing, admission: Admission) -> list[Route]:
-    return [
-        Route("/v1/op/{operation}", RestApi(billing, admission).handle, methods=["GET", "POST"])
-    ]
+    # Every method reaches the handler, which answers 405 with the operation's own method.
+    return [Route("/v1/op/{operation}", RestApi(billing, admission).handle, methods=ALL_METHODS)]

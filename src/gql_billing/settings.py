@@ -9,7 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Every knob of the gateway. Names follow the operator interface (SPEC §12)."""
+    """Every knob of the gateway. Names are the operator interface
+    (README, Configuration): scripts rely on them."""
 
     model_config = SettingsConfigDict(
         env_prefix="GQL_BILLING_", env_file=".env", extra="ignore", populate_by_name=True
@@ -55,7 +56,7 @@ class Settings(BaseSettings):
     # JSON log lines on stderr at this level and above (DEBUG adds probe and scrape lines).
     log_level: str = "INFO"
 
-    # Query limits (SPEC §11). Tokens are lexical tokens, comments included.
+    # Query limits (README, Configuration). Tokens are lexical tokens, comments included.
     max_query_depth: int = 10
     max_query_aliases: int = 30
     max_query_tokens: int = 2000

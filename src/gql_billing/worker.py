@@ -34,8 +34,11 @@ class TickReport:
 
 
 class Worker:
-    def __init__(self, billing: Billing) -> None:
+    def __init__(self, billing: Billing, *, log_idle_passes: bool = False) -> None:
         self._billing = billing
+        # `gql-billing worker` logs every pass (its only output); inside `serve` a pass that
+        # did nothing stays at DEBUG, or it would be a line every two seconds per process.
+        self._log_idle_passes = log_idle_passes
         settings = billing.settings
         self._card_hold_ttl = timedelta(seconds=settings.card_hold_ttl_seconds)
         self._interval_seconds = settings.worker_interval_seconds
@@ -64,22 +67,28 @@ class Worker:
     async def run_forever(self) -> None:
         """Tick every interval until `stop()`; a stop never interrupts a tick, only the wait."""
         ticks = 0
+        log.info("worker started", interval_seconds=self._interval_seconds)
         while not self._stopping.is_set():
             await self._pass(reconcile_too=ticks % RECONCILE_EVERY_TICKS == 0)
             ticks += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._interval_seconds)
+        log.info("worker stopped", passes=ticks)
 
     async def _pass(self, *, reconcile_too: bool) -> None:
         metrics = self._billing.metrics
         try:
             report = await self.tick()
-            if any(vars(report).values()):
-                log.info("worker tick", **asdict(report))
+            counts = asdict(report)
             if reconcile_too:
-                repaired = await reconcile(self._billing)
-                if repaired.repaired:
-                    log.warning("reconcile granted unpaid top-ups", attempts=repaired.repaired)
+                reconciled = await reconcile(self._billing)
+                counts["topups_reconciled"] = reconciled.checked
+                if reconciled.repaired:
+                    log.warning("reconcile granted unpaid top-ups", attempts=reconciled.repaired)
+            if self._log_idle_passes or any(counts.values()):
+                log.info("worker tick", **counts)
+            else:
+                log.debug("worker tick", **counts)
         except Exception:
             # One failed pass (Stripe down, say) must not stop the next one.
             log.exception("worker tick failed")

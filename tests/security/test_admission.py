@@ -180,7 +180,7 @@ async def test_an_endless_chunked_body_is_cut_off_at_the_limit(
     assert response.status_code == 413
     if problem:
         assert response.headers["content-type"].startswith(PROBLEM)
-        assert response.json()["title"] == "Payload too large"
+        assert response.json()["title"] == "Payload Too Large"
     else:
         assert response.json()["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
     assert emulator.list_payment_intents() == []
@@ -339,7 +339,7 @@ async def test_a_text_plain_rest_topup_is_415_and_charges_nothing(
 
     assert response.status_code == 415
     assert response.headers["content-type"].startswith(PROBLEM)
-    assert response.json()["title"] == "Unsupported media type"
+    assert response.json()["title"] == "Unsupported Media Type"
     assert emulator.list_payment_intents() == []
     assert await balance(make, org) == 1_000
 

@@ -31,7 +31,9 @@ def gateway_env(
 
 
 @contextmanager
-def servers(count: int, env: dict[str, str]) -> Iterator[list[str]]:
+def servers(
+    count: int, env: dict[str, str], *, start_timeout_seconds: float = 30
+) -> Iterator[list[str]]:
     """`count` server processes on free ports; yields their GraphQL URLs."""
     ports = [free_port() for _ in range(count)]
     procs = [
@@ -46,7 +48,7 @@ def servers(count: int, env: dict[str, str]) -> Iterator[list[str]]:
     try:
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         for url, proc in zip(urls, procs, strict=True):
-            _wait_ready(url, proc)
+            _wait_ready(url, proc, start_timeout_seconds)
         yield [f"{url}/graphql" for url in urls]
     finally:
         _stop(procs)
