@@ -60,12 +60,16 @@ class Worker:
 
     async def run_forever(self) -> None:
         """Tick every interval until `stop()`; a stop never interrupts a tick, only the wait."""
+        # Customer webhooks go out on their own loop: a receiver that hangs never delays
+        # an auto top-up's tick.
+        deliveries = asyncio.create_task(self._billing.webhook_delivery.run_forever(self._stopping))
         ticks = 0
         while not self._stopping.is_set():
             await self._pass(reconcile_too=ticks % RECONCILE_EVERY_TICKS == 0)
             ticks += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._interval_seconds)
+        await deliveries
 
     async def _pass(self, *, reconcile_too: bool) -> None:
         metrics = self._billing.metrics

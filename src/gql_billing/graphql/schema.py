@@ -37,6 +37,7 @@ from .scalars import CREDITS_SCALAR, Credits
 from .spend_api import SpendMutation, SpendQuery
 from .spend_types import Approval, Invoice, Reservation
 from .types import Organization, PaymentMethod, TopupAttempt, Transaction, Wallet
+from .webhook_api import WebhookMutation, WebhookQuery
 
 MASKED_MESSAGE = "Internal server error"
 
@@ -124,8 +125,8 @@ def build_schema(
         ApplyLimits, rules=policy.validation_rules(), max_tokens=policy.limits.max_tokens
     )
     caches: list[Callable[[], SchemaExtension]] = [ParserCache, ValidationCache]
-    query = merge_types("Query", (Query, SpendQuery))
-    mutation = merge_types("Mutation", (Mutation, SpendMutation))
+    query = merge_types("Query", (Query, SpendQuery, WebhookQuery))
+    mutation = merge_types("Mutation", (Mutation, SpendMutation, WebhookMutation))
     record_root_outcomes(query, mutation)
     schema = BillingSchema(
         query=query,

@@ -14,6 +14,7 @@ from sqlmodel import col
 from .. import errors, models
 from ..billing.auto_topup import charged_today_aud_cents
 from ..money import Money as MoneyValue
+from .balance_alert import BalanceAlert, wallet_balance_alert
 from .context import Info
 from .ids import to_global_id
 from .scalars import Credits
@@ -280,6 +281,8 @@ class Wallet(Node):
     @strawberry.field
     def auto_topup(self) -> AutoTopupSettings:
         return AutoTopupSettings(row=self.row)
+
+    balance_alert: BalanceAlert = strawberry.field(resolver=wallet_balance_alert)
 
     @strawberry.field
     async def default_payment_method(self, info: Info) -> PaymentMethod | None:
