@@ -189,7 +189,7 @@ class Dispatcher:
                     col(OutboxEvent.id).in_({r.outbox_event_id for r in rows})
                 )
             )
-            bodies: dict[int, str] = {event_pk: body for event_pk, body in found}
+            bodies: dict[int | None, str] = {event_pk: body for event_pk, body in found}
         claimed = []
         for row in rows:
             assert row.id is not None
