@@ -32,7 +32,8 @@ class Received:
 class Receiver:
     url: str
     statuses: list[int] = field(default_factory=list)
-    hang: bool = False
+    # This many requests (the first ones) get no answer until the receiver closes.
+    hang_first: int = 0
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     release: threading.Event = field(default_factory=threading.Event)
@@ -50,7 +51,7 @@ class Receiver:
 
 
 @contextmanager
-def receiver(statuses: list[int] | None = None, *, hang: bool = False) -> Iterator[Receiver]:
+def receiver(statuses: list[int] | None = None, *, hang_first: int = 0) -> Iterator[Receiver]:
     state: dict[str, Receiver] = {}
 
     class Handler(BaseHTTPRequestHandler):
@@ -61,8 +62,9 @@ def receiver(statuses: list[int] | None = None, *, hang: bool = False) -> Iterat
             with me.lock:
                 me.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body))
                 status = me.statuses.pop(0) if me.statuses else 200
+                hang = len(me.received) <= me.hang_first
             me.got_one.set()
-            if me.hang:
+            if hang:
                 me.release.wait(60)
                 return
             self.send_response(status)
@@ -75,7 +77,7 @@ def receiver(statuses: list[int] | None = None, *, hang: bool = False) -> Iterat
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     port = server.server_address[1]
-    state["r"] = Receiver(f"http://127.0.0.1:{port}/hooks", list(statuses or []), hang)
+    state["r"] = Receiver(f"http://127.0.0.1:{port}/hooks", list(statuses or []), hang_first)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

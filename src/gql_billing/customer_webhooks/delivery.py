@@ -127,23 +127,29 @@ class Dispatcher:
     async def run_forever(self, stopping: asyncio.Event) -> None:
         """Keep up to `concurrency` sends in flight until `stopping`; then let them finish."""
         in_flight: set[asyncio.Task[None]] = set()
+        stop = asyncio.create_task(stopping.wait())
         async with self._client() as client:
             while not stopping.is_set():
                 free = self._concurrency - len(in_flight)
-                try:
-                    batch = await self.claim(min(free, self._batch_size)) if free > 0 else []
-                except Exception:
-                    log.exception("webhook claim failed")
-                    batch = []
+                batch: list[Claimed] = []
+                if free > 0:
+                    try:
+                        batch = await self.claim(min(free, self._batch_size))
+                    except Exception:
+                        log.exception("webhook claim failed")
                 for item in batch:
                     task = asyncio.create_task(self._deliver(client, item))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
-                if len(batch) < free:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stopping.wait(), self._interval_seconds)
+                if len(in_flight) >= self._concurrency:
+                    # Every slot busy: wait for one to free up (or the stop).
+                    await asyncio.wait({stop, *in_flight}, return_when=asyncio.FIRST_COMPLETED)
+                elif len(batch) < min(free, self._batch_size):
+                    # Caught up: wait for the next interval (or the stop).
+                    await asyncio.wait({stop}, timeout=self._interval_seconds)
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)
+        stop.cancel()
 
     async def claim(self, limit: int) -> list[Claimed]:
         now = self._clock.now()
