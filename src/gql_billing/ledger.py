@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from .auto_queue import queue_if_below
+from .customer_webhooks import alerts
 from .db import WALLETS_CHANGED
 from .errors import InsufficientCredits, InvalidInput, NotFound
 from .live import CHANNEL
@@ -143,6 +144,7 @@ async def post(
     await session.flush()
     await _announce(session, organization_id)
     await queue_if_below(session, wallet, now)
+    await alerts.on_movement(session, wallet, now)
     return Posted(entry, balance_credits, reserved_credits)
 
 

@@ -7,7 +7,16 @@ from enum import StrEnum
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Index, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -365,3 +374,92 @@ class WebhookEvent(SQLModel, table=True):
     type: str = Field(max_length=100)
     result: str = Field(default="", max_length=200)
     received_at: datetime = _ts()
+
+
+# -- customer webhooks and balance alerts ---------------------------------------------------
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """An organization's own receiver of signed billing events."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoint_org_id", "organization_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    organization_id: int = Field(foreign_key="organizations.id")
+    url: str = Field(max_length=2000)
+    description: str = Field(default="", max_length=500)
+    # Wire names, comma-separated; empty means every event.
+    event_types: str = Field(default="", max_length=500)
+    enabled: bool = Field(default=True)
+    disabled_reason: str | None = Field(default=None, max_length=500)
+    secret: str = Field(max_length=100)
+    # After a rotation the old secret signs alongside until it lapses.
+    previous_secret: str | None = Field(default=None, max_length=100)
+    previous_secret_expires_at: datetime | None = _ts(nullable=True)
+    # The first failed attempt since the last success: three days of that switches it off.
+    failing_since: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()
+
+
+class OutboxEvent(SQLModel, table=True):
+    """An event, written in the transaction of the change it reports."""
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (Index("ix_outbox_event_org_id", "organization_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    # The `webhook-id` every delivery of it carries, retries included.
+    event_id: str = Field(max_length=64, unique=True)
+    organization_id: int = Field(foreign_key="organizations.id")
+    type: str = Field(max_length=64)
+    # The exact body sent (and signed) on every attempt.
+    body: str = Field(sa_column=Column(Text(), nullable=False))
+    created_at: datetime = _ts()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event to one endpoint: attempted until delivered or given up."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
+        Index("ix_webhook_delivery_endpoint_id", "endpoint_id", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    organization_id: int = Field(foreign_key="organizations.id")
+    endpoint_id: int = Field(foreign_key="webhook_endpoints.id")
+    outbox_event_id: int = Field(foreign_key="outbox_events.id", index=True)
+    event_id: str = Field(max_length=64)
+    event_type: str = Field(max_length=64)
+    status: str = Field(default=DeliveryStatus.PENDING.value, max_length=20)
+    attempts: int = Field(default=0)
+    last_response_status: int | None = Field(default=None)
+    last_error: str | None = Field(default=None, max_length=500)
+    next_attempt_at: datetime | None = _ts(nullable=True)
+    # A worker's claim: until it lapses no other worker sends this delivery; the token
+    # makes a late answer from a worker whose claim lapsed change nothing.
+    leased_until: datetime | None = _ts(nullable=True)
+    lease_token: str | None = Field(default=None, max_length=64)
+    created_at: datetime = _ts()
+    delivered_at: datetime | None = _ts(nullable=True)
+
+
+class BalanceAlert(SQLModel, table=True):
+    """An organization's low-balance floor. `armed` is cleared by the crossing that raises
+    the alert and set again once available credits are back at or above the floor."""
+
+    __tablename__ = "balance_alerts"
+
+    organization_id: int = Field(foreign_key="organizations.id", primary_key=True)
+    enabled: bool = Field(default=False)
+    threshold_credits: int = _credits()
+    armed: bool = Field(default=True)
+    updated_at: datetime = _ts()

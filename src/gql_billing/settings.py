@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     # Stripe cancels uncaptured authorisations at about 7 days: release ours first.
     card_hold_ttl_seconds: float = 6 * 24 * 3600
 
+    # Customer webhooks: an answer must come within the timeout; a claimed delivery is
+    # another worker's to retry once its lease lapses (longer than the timeout).
+    webhook_timeout_seconds: float = 10.0
+    webhook_lease_seconds: float = 60.0
+    webhook_concurrency: int = 16
+
     max_page_size: int = 100
     default_page_size: int = 20
 

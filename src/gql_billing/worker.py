@@ -66,6 +66,9 @@ class Worker:
 
     async def run_forever(self) -> None:
         """Tick every interval until `stop()`; a stop never interrupts a tick, only the wait."""
+        # Customer webhooks go out on their own loop: a receiver that hangs never delays
+        # an auto top-up's tick.
+        deliveries = asyncio.create_task(self._billing.webhook_delivery.run_forever(self._stopping))
         ticks = 0
         log.info("worker started", interval_seconds=self._interval_seconds)
         while not self._stopping.is_set():
@@ -73,6 +76,7 @@ class Worker:
             ticks += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._interval_seconds)
+        await deliveries
         log.info("worker stopped", passes=ticks)
 
     async def _pass(self, *, reconcile_too: bool) -> None:

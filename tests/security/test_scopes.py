@@ -52,6 +52,7 @@ REQUIRED: dict[str, Scope | None] = {
     "Query.approvals": READ,
     "Query.invoices": READ,
     "Query.balanceHistory": READ,
+    "Query.webhookEndpoints": READ,
     "Mutation.createSetupIntent": WRITE,
     "Mutation.attachPaymentMethod": WRITE,
     "Mutation.setDefaultPaymentMethod": WRITE,
@@ -65,6 +66,12 @@ REQUIRED: dict[str, Scope | None] = {
     "Mutation.refundReservation": SPEND,
     "Mutation.approveSpend": APPROVE,
     "Mutation.rejectSpend": APPROVE,
+    "Mutation.setBalanceAlert": WRITE,
+    "Mutation.createWebhookEndpoint": WRITE,
+    "Mutation.updateWebhookEndpoint": WRITE,
+    "Mutation.deleteWebhookEndpoint": WRITE,
+    "Mutation.rotateWebhookEndpointSecret": WRITE,
+    "Mutation.sendTestWebhook": WRITE,
     "Subscription.walletUpdated": READ,
 }
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from ..clock import Clock
+from ..customer_webhooks.delivery import Dispatcher
+from ..customer_webhooks.endpoints import EndpointService
 from ..db import Database
 from ..live import WalletEvents
 from ..metrics import Metrics
@@ -33,6 +35,8 @@ class Billing:
     auto_topups: AutoTopupService
     wallet_events: WalletEvents
     metrics: Metrics
+    webhook_endpoints: EndpointService
+    webhook_delivery: Dispatcher
 
     @classmethod
     def build(
@@ -60,4 +64,13 @@ class Billing:
             auto_topups=AutoTopupService(db, gateway, clock, topups, lease=lease),
             metrics=metrics,
             wallet_events=WalletEvents(),
+            webhook_endpoints=EndpointService(db, clock, production=settings.production),
+            webhook_delivery=Dispatcher(
+                db,
+                clock,
+                production=settings.production,
+                timeout_seconds=settings.webhook_timeout_seconds,
+                lease=timedelta(seconds=settings.webhook_lease_seconds),
+                concurrency=settings.webhook_concurrency,
+            ),
         )

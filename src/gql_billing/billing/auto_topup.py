@@ -18,6 +18,7 @@ from sqlmodel import col
 from .. import ledger
 from ..auto_queue import queue_if_below
 from ..clock import Clock
+from ..customer_webhooks import events
 from ..db import Database
 from ..errors import (
     BillingNotConfigured,
@@ -268,9 +269,11 @@ class AutoTopupService:
             attempt = await session.get(TopupAttempt, attempt_id)
             assert attempt is not None
             if attempt.status != TopupStatus.FAILED:
+                previous = attempt.status
                 attempt.status = TopupStatus.FAILED.value
                 attempt.failure_reason = reason
                 attempt.completed_at = now
+                await events.topup_changed(session, attempt, previous, now)
             wallet = await ledger.wallet_for(session, attempt.organization_id)
             wallet.auto_consecutive_failures += 1
             wallet.auto_backoff_until = now + DECLINE_BACKOFF
@@ -280,3 +283,4 @@ class AutoTopupService:
                     f"Switched off after {wallet.auto_consecutive_failures} failed charges "
                     f"in a row (last: {reason})"
                 )
+                await events.auto_topup_disabled(session, wallet, now)

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from ..customer_webhooks import events
 from ..errors import InvalidInput, InvalidState
 from ..models import Invoice, InvoiceLine, InvoiceStatus, Reservation
 from ..money import MAX_CREDITS
@@ -84,5 +85,9 @@ async def finalize_past_invoices(session: AsyncSession, now: datetime) -> int:
             col(Invoice.period) < period_of(now),
         )
         .values(status=InvoiceStatus.FINALIZED.value, finalized_at=now)
+        .returning(Invoice)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    finalized = list(result.scalars())
+    for invoice in finalized:
+        await events.invoice_finalized(session, invoice, now)
+    return len(finalized)

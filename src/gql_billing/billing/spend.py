@@ -22,6 +22,7 @@ from sqlmodel import col
 
 from .. import idempotency, ledger
 from ..clock import Clock
+from ..customer_webhooks import events
 from ..db import Database
 from ..errors import (
     AuthenticationRequired,
@@ -183,6 +184,7 @@ class SpendService:
                     session.add(approval)
                     claim.record.locked_until = None
                     await session.flush()
+                    await events.approval_requested(session, approval, now)
                     return Spend(reservation, approval)
                 await self._hold(session, org, reservation)
             if reservation.status != S.AUTHORIZING:
@@ -504,6 +506,7 @@ class SpendService:
                 await self._hold(session, org, r)
             if r.status == S.HELD:
                 _decide(approval, ApprovalStatus.APPROVED, now, token_id)
+                await events.approval_decided(session, approval, now)
                 return await self._spend(session, r)
         # A card hold: authorise at Stripe, then decide.
         r = await self._authorize(r)
@@ -512,6 +515,7 @@ class SpendService:
                 approval = await _locked_approval(session, organization_id, approval_id)
                 if approval.status == ApprovalStatus.PENDING:
                     _decide(approval, ApprovalStatus.APPROVED, now, token_id)
+                    await events.approval_decided(session, approval, now)
         assert r.id is not None
         return await self.get(r.id)
 
@@ -536,6 +540,7 @@ class SpendService:
             r.status = S.REJECTED.value
             r.client_secret = None
             r.settled_at = now
+            await events.approval_decided(session, approval, now)
             spend = Spend(r, approval)
         if abandoned_intent is not None:
             await self._cancel_quietly(abandoned_intent, r.stripe_key)

@@ -18,6 +18,7 @@ from sqlmodel import col
 
 from .. import idempotency, ledger
 from ..clock import Clock
+from ..customer_webhooks import events
 from ..db import Database
 from ..errors import (
     AuthenticationRequired,
@@ -264,6 +265,7 @@ class TopupService:
                 attempt.completed_at = now
             else:
                 attempt.status = TopupStatus.PROCESSING.value
+            await events.topup_changed(session, attempt, previous, now)
         if attempt.status != previous:
             self._record_change(attempt)
         return attempt

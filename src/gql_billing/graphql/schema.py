@@ -38,6 +38,7 @@ from .spend_api import SpendMutation, SpendQuery
 from .spend_types import Approval, Invoice, Reservation
 from .statements_api import StatementsQuery
 from .types import Organization, PaymentMethod, TopupAttempt, Transaction, Wallet
+from .webhook_api import WebhookMutation, WebhookQuery
 
 MASKED_MESSAGE = "Internal server error"
 
@@ -128,8 +129,8 @@ def build_schema(
         ApplyLimits, rules=policy.validation_rules(), max_tokens=policy.limits.max_tokens
     )
     caches: list[Callable[[], SchemaExtension]] = [ParserCache, ValidationCache]
-    query = merge_types("Query", (Query, SpendQuery, StatementsQuery))
-    mutation = merge_types("Mutation", (Mutation, SpendMutation))
+    query = merge_types("Query", (Query, SpendQuery, StatementsQuery, WebhookQuery))
+    mutation = merge_types("Mutation", (Mutation, SpendMutation, WebhookMutation))
     record_root_outcomes(query, mutation)
     schema = BillingSchema(
         query=query,

@@ -13,6 +13,7 @@ from strawberry.permission import BasePermission
 
 from .. import models
 from ..billing.auto_topup import charged_today_aud_cents
+from .balance_alert import BalanceAlert, wallet_balance_alert
 from .common import Money, Node, PageInfo, money
 from .context import Info
 from .ids import to_global_id
@@ -255,6 +256,8 @@ class Wallet(Node):
     @strawberry.field
     def auto_topup(self, info: Info) -> AutoTopupSettings:
         return AutoTopupSettings(row=self.row, visible=sees_customer_data(info.context.principal))
+
+    balance_alert: BalanceAlert = strawberry.field(resolver=wallet_balance_alert)
 
     @strawberry.field(permission_classes=CUSTOMER_ONLY)
     async def default_payment_method(self, info: Info) -> PaymentMethod | None:
