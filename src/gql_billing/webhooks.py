@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 
 from .admission import Refusal, read_limited
 from .billing import Billing
+from .billing.spend import SettlementAction
 from .errors import BillingProblem
 from .models import Organization, Reservation, TopupAttempt, WebhookEvent
 from .stripe_gateway import (
@@ -192,7 +193,9 @@ class StripeWebhooks:
             reservation_id = (await session.execute(query)).scalar_one_or_none()
         if reservation_id is None:
             return "no matching card hold"
-        spend = await self._billing.spend.mark_card_settled(reservation_id, "release")
+        spend = await self._billing.spend.mark_card_settled(
+            reservation_id, SettlementAction.RELEASE
+        )
         return f"card hold {reservation_id} {spend.reservation.status.lower()}"
 
     async def _claim(self, event_id: str, event_type: str) -> str:
