@@ -18,9 +18,9 @@ kind } } } }` costs 1 + 100 x (edges + node + id + kind) = 401.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from graphql import (
     SKIP,
@@ -46,6 +46,35 @@ from graphql import (
 from strawberry.extensions import SchemaExtension
 
 INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
+
+
+V = TypeVar("V")
+
+
+def resolve_spreads(
+    root: str,
+    done: dict[str, V],
+    spreads_of: Callable[[str], Iterable[tuple[Any, ...]]],
+    value_of: Callable[[str], V],
+) -> None:
+    """Fill `done` for `root` and every fragment it spreads, in post-order over the spread
+    graph (a fragment's value once its spreads have theirs), without recursion. A spread back
+    into the current path (a cycle, which validation reports) is skipped."""
+    on_path: set[str] = set()
+    stack: list[tuple[str, Iterator[tuple[Any, ...]]]] = []
+    if root not in done:
+        on_path.add(root)
+        stack.append((root, iter(spreads_of(root))))
+    while stack:
+        name, pending = stack[-1]
+        child = next(pending, None)
+        if child is None:
+            stack.pop()
+            on_path.discard(name)
+            done[name] = value_of(name)
+        elif child[0] not in done and child[0] not in on_path:
+            on_path.add(child[0])
+            stack.append((child[0], iter(spreads_of(child[0]))))
 
 
 @dataclass(frozen=True)
@@ -129,22 +158,13 @@ class DocumentShapes:
         return self._own[name]
 
     def _resolve(self, root: str) -> None:
-        """Post-order over the spread graph; a spread back into the path (a cycle) adds nothing."""
-        on_path: set[str] = set()
-        stack: list[tuple[str, Iterator[tuple[str, int, bool]]]] = []
-        if root not in self._shapes:
-            on_path.add(root)
-            stack.append((root, iter(self._own_of(root).spreads)))
-        while stack:
-            name, pending = stack[-1]
-            child = next(pending, None)
-            if child is None:
-                stack.pop()
-                on_path.discard(name)
-                self._shapes[name] = self._combine(self._own_of(name))
-            elif child[0] not in self._shapes and child[0] not in on_path:
-                on_path.add(child[0])
-                stack.append((child[0], iter(self._own_of(child[0]).spreads)))
+        """A spread back into the path (a cycle) adds nothing."""
+        resolve_spreads(
+            root,
+            self._shapes,
+            lambda name: self._own_of(name).spreads,
+            lambda name: self._combine(self._own_of(name)),
+        )
 
     def _combine(self, own: _Own) -> Shape:
         depth, aliases = own.depth, own.aliases
@@ -243,22 +263,13 @@ class DocumentCosts:
         return self._own[name]
 
     def _resolve(self, root: str) -> None:
-        """Post-order over the spread graph; a spread back into the path (a cycle) costs 0."""
-        on_path: set[str] = set()
-        stack: list[tuple[str, Iterator[tuple[str, int]]]] = []
-        if root not in self._costs:
-            on_path.add(root)
-            stack.append((root, iter(self._own_of(root).spreads)))
-        while stack:
-            name, pending = stack[-1]
-            child = next(pending, None)
-            if child is None:
-                stack.pop()
-                on_path.discard(name)
-                self._costs[name] = self._combine(self._own_of(name))
-            elif child[0] not in self._costs and child[0] not in on_path:
-                on_path.add(child[0])
-                stack.append((child[0], iter(self._own_of(child[0]).spreads)))
+        """A spread back into the path (a cycle) costs 0."""
+        resolve_spreads(
+            root,
+            self._costs,
+            lambda name: self._own_of(name).spreads,
+            lambda name: self._combine(self._own_of(name)),
+        )
 
     def _combine(self, own: _Priced) -> int:
         return own.cost + sum(times * self._costs.get(name, 0) for name, times in own.spreads)
