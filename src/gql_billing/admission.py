@@ -26,7 +26,15 @@ from datetime import timedelta
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive
 
-from .auth import Principal, Scope, TokenUsage, authenticate, bearer_token, revoked_among
+from .auth import (
+    Principal,
+    Scope,
+    TokenCache,
+    TokenUsage,
+    authenticate,
+    bearer_token,
+    revoked_among,
+)
 from .clock import Clock
 from .db import Database
 from .ratelimit import RateLimiter, build_rate_limiter
@@ -35,6 +43,9 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+# How long this process trusts a token it found live without reading it again: well under
+# the second within which every process must refuse a revoked token.
+TOKEN_CACHE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -193,6 +204,8 @@ class Admission:
         self.revocations = revocations
         self.max_body_bytes = max_body_bytes
         self.linger_seconds = linger_seconds
+        self.tokens = TokenCache(lifetime_seconds=TOKEN_CACHE_SECONDS)
+        db.on_tokens_revoked.append(self.tokens.forget)
 
     async def admit(
         self,
@@ -225,7 +238,7 @@ class Admission:
         return body if isinstance(body, Refusal) else Admitted(principal, body)
 
     async def caller(self, authorization: str | None) -> Principal | None:
-        return await authenticate(self.db, bearer_token(authorization))
+        return await authenticate(self.db, bearer_token(authorization), self.tokens)
 
     async def count(self, principal: Principal) -> Refusal | None:
         """One request (or websocket operation) against the token's budget."""

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 
 from sqlalchemy import select, update
 from sqlmodel import col
 
+from . import reads
 from .clock import Clock
 from .db import Database
 from .errors import InvalidInput, NotFound
@@ -107,7 +110,10 @@ async def revoke_token(db: Database, prefix_or_id: str) -> int:
         if row.revoked_at is None:
             row.revoked_at = utcnow()
         assert row.id is not None
-        return row.id
+        token_id = row.id
+    for listener in db.on_tokens_revoked:
+        listener({token_id})
+    return token_id
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -119,21 +125,60 @@ def bearer_token(authorization: str | None) -> str | None:
     return value.strip()
 
 
-async def authenticate(db: Database, token: str | None) -> Principal | None:
-    """The caller of a live token, or None for a missing, unknown or revoked one."""
+async def authenticate(
+    db: Database, token: str | None, cache: TokenCache | None = None
+) -> Principal | None:
+    """The caller of a live token, or None for a missing, unknown or revoked one. With a
+    `cache`, a token seen live less than its lifetime ago is not read again."""
     if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    async with db.read() as session:
-        query = select(col(ApiToken.id), col(ApiToken.organization_id), col(ApiToken.scopes)).where(
-            col(ApiToken.token_hash) == hash_token(token), col(ApiToken.revoked_at).is_(None)
-        )
-        row = (await session.execute(query)).one_or_none()
+    token_hash = hash_token(token)
+    if cache is not None:
+        known = cache.get(token_hash)
+        if known is not None:
+            return known
+    row = await db.driver.run(partial(reads.live_token, token_hash=token_hash))
     if row is None:
         return None
-    token_id, organization_id, scope_text = row
-    assert token_id is not None
-    scopes = frozenset(Scope(s) for s in scope_text.split(",") if s)
-    return Principal(token_id=token_id, organization_id=organization_id, scopes=scopes)
+    scopes = frozenset(Scope(s) for s in row.scopes.split(",") if s)
+    principal = Principal(token_id=row.id, organization_id=row.organization_id, scopes=scopes)
+    if cache is not None:
+        cache.put(token_hash, principal)
+    return principal
+
+
+class TokenCache:
+    """Who a live token is, remembered for at most `lifetime_seconds` (monotonic time).
+
+    A token revoked in this process is forgotten at once (`Database.on_tokens_revoked`); one
+    revoked by another process (the CLI, another worker) is refused here once its entry
+    expires, so the lifetime must stay under the one second every process has to honour a
+    revocation in. Unknown and revoked tokens are never cached: they are read every time."""
+
+    def __init__(self, *, lifetime_seconds: float, max_entries: int = 10_000) -> None:
+        self._lifetime_seconds = lifetime_seconds
+        self._max_entries = max_entries
+        # token hash -> (the caller, when the entry stops counting)
+        self._entries: dict[str, tuple[Principal, float]] = {}
+
+    def get(self, token_hash: str) -> Principal | None:
+        entry = self._entries.get(token_hash)
+        if entry is None:
+            return None
+        if time.monotonic() >= entry[1]:
+            del self._entries[token_hash]
+            return None
+        return entry[0]
+
+    def put(self, token_hash: str, principal: Principal) -> None:
+        if len(self._entries) >= self._max_entries:
+            # Many distinct live tokens within one lifetime: start afresh rather than sweep.
+            self._entries.clear()
+        self._entries[token_hash] = (principal, time.monotonic() + self._lifetime_seconds)
+
+    def forget(self, token_ids: set[int]) -> None:
+        for token_hash in [h for h, (p, _) in self._entries.items() if p.token_id in token_ids]:
+            del self._entries[token_hash]
 
 
 async def revoked_among(db: Database, token_ids: list[int]) -> set[int]:

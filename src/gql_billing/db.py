@@ -22,6 +22,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from .driver import DriverReads
+
 WALLETS_CHANGED = "wallets_changed"
 
 
@@ -44,9 +46,13 @@ class Database:
         else:
             self.read_engine = create_async_engine(url, pool_size=10, max_overflow=20)
             self.write_engine = self.read_engine
+        # The hot reads (token, wallet, ledger page) go to the driver itself: driver.py.
+        self.driver = DriverReads(url, self.read_engine.dialect, busy_timeout_ms=busy_timeout_ms)
         self._write_lock: asyncio.Lock | None = None
         # Told, after each committed write, which organizations' wallets it moved.
         self.on_wallets_changed: list[Callable[[set[int]], None]] = []
+        # Told the ids of tokens revoked through this object (each process's token cache).
+        self.on_tokens_revoked: list[Callable[[set[int]], None]] = []
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -121,6 +127,7 @@ class Database:
             statement = later
 
     async def dispose(self) -> None:
+        await self.driver.close()
         await self.read_engine.dispose()
         if self.write_engine is not self.read_engine:
             await self.write_engine.dispose()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Generic, TypeVar
 
 from graphql import GraphQLError
-from sqlalchemy import Select, bindparam
+from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..reads import Fetch, Keyset, keyset
 from .common import PageInfo
 from .ids import from_cursor, to_cursor
 
@@ -67,81 +67,37 @@ def _cursor(value: str | None, argument: str) -> int | None:
     return pk
 
 
-# Page statements of long-lived base queries, by (base, id column, after?, before?, upwards?).
-# The base is kept in the value, so its id cannot be reused while the entry exists.
-_STATEMENTS: dict[tuple[int, int, bool, bool, bool], tuple[Select[Any], Select[Any]]] = {}
-
-
-def page_statement(
-    query: Select[Any], id_column: Any, *, after: bool, before: bool, upwards: bool, reuse: bool
-) -> Select[Any]:
-    """`query` with the keyset conditions and the order, the cursors and the limit as bound
-    parameters (`after_id`, `before_id`, `page_limit`). With `reuse` (a base query that lives
-    as long as the process), built once per shape: SQLAlchemy then finds its compiled form
-    by a cache key it computed once, instead of walking a fresh statement per request."""
-    key = (id(query), id(id_column), after, before, upwards)
-    if reuse and key in _STATEMENTS:
-        return _STATEMENTS[key][1]
-    statement = query
-    if after:
-        statement = statement.where(id_column < bindparam("after_id"))
-    if before:
-        statement = statement.where(id_column > bindparam("before_id"))
-    order = id_column.asc() if upwards else id_column.desc()
-    statement = statement.order_by(order).limit(bindparam("page_limit"))
-    if reuse:
-        _STATEMENTS[key] = (query, statement)
-    return statement
-
-
 async def paginate(
-    session: AsyncSession,
+    fetch: Fetch,
     query: Select[Any],
     id_column: Any,
     args: PageArgs,
     *,
     default_size: int,
     max_size: int,
-    entities: bool = True,
     params: Mapping[str, Any] | None = None,
     reuse: bool = False,
 ) -> Page[Any]:
-    """One page of `query`'s rows: ORM objects, or (`entities=False`, a select of columns)
-    plain rows, which skip the ORM's per-object bookkeeping on hot reads. `params` binds the
-    query's own parameters; `reuse` says the query object lives as long as the process."""
+    """One page of `query`'s rows, read by `fetch` (a session's, or the driver's: see
+    `session_fetch` and reads.py). `params` binds the query's own parameters; `reuse` says
+    the query object lives as long as the process."""
     first = _size(args.first, "first", max_size)
     last = _size(args.last, "last", max_size)
     after = _cursor(args.after, "after")
     before = _cursor(args.before, "before")
     if first is not None and last is not None:
         raise _bad("Give `first` or `last`, not both", "last")
-    bound = dict(params or {})
-    if after is not None:
-        bound["after_id"] = after
-    if before is not None:
-        bound["before_id"] = before
-    statement = partial(
-        page_statement,
-        query,
-        id_column,
-        after=after is not None,
-        before=before is not None,
-        reuse=reuse,
-    )
     if last is not None:
-        # The page just newer than `before` (or the oldest page): read upwards, then flip.
-        bound["page_limit"] = last + 1
-        rows = await _fetch(session, statement(upwards=True), bound, entities)
-        has_more = len(rows) > last
-        rows = rows[:last][::-1]
-        has_next, has_previous = before is not None, has_more
+        # The page just newer than `before` (or the oldest page): read upwards.
+        keys = Keyset(last, after_id=after, before_id=before, upwards=True)
     else:
-        size = default_size if first is None else first
-        bound["page_limit"] = size + 1
-        rows = await _fetch(session, statement(upwards=False), bound, entities)
-        has_more = len(rows) > size
-        rows = rows[:size]
-        has_next, has_previous = has_more, after is not None
+        keys = Keyset(default_size if first is None else first, after_id=after, before_id=before)
+    found = await keyset(fetch, query, id_column, keys, params or {}, reuse=reuse)
+    rows = found.rows
+    if last is not None:
+        has_next, has_previous = before is not None, found.has_more
+    else:
+        has_next, has_previous = found.has_more, after is not None
     cursors = [to_cursor(row.id) for row in rows]
     info = PageInfo(
         has_next_page=has_next,
@@ -152,8 +108,11 @@ async def paginate(
     return Page(rows=rows, cursors=cursors, page_info=info)
 
 
-async def _fetch(
-    session: AsyncSession, query: Select[Any], params: dict[str, Any], entities: bool
-) -> list[Any]:
-    result = await session.execute(query, params)
-    return list(result.scalars().all() if entities else result.all())
+def session_fetch(session: AsyncSession, *, entities: bool = True) -> Fetch:
+    """A `fetch` over a session: ORM objects, or (`entities=False`) plain rows."""
+
+    async def fetch(query: Select[Any], params: Mapping[str, Any]) -> list[Any]:
+        result = await session.execute(query, dict(params))
+        return list(result.scalars().all() if entities else result.all())
+
+    return fetch

@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC
 from functools import partial
 from typing import Any
 
 import strawberry
-from sqlalchemy import Row, Select, Table, bindparam, select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from .. import models
+from .. import models, reads
 from ..auth import Scope as AuthScope
+from ..driver import Reader
 from ..errors import NotFound
 from .common import Money, Node, money
 from .context import Info
 from .ids import from_global_id
-from .pagination import Page, PageArgs, edges_of, paginate
+from .pagination import Page, PageArgs, edges_of, paginate, session_fetch
 from .permissions import needs
 from .scalars import Credits
 from .spend_types import Approval, Invoice, Reservation
 from .types import (
-    TRANSACTION_COLUMNS,
-    WALLET_COLUMNS,
     Organization,
     PaymentMethod,
     Scope,
@@ -40,16 +38,6 @@ from .types import (
 )
 
 READ = [needs(AuthScope.BILLING_READ)]
-
-# The hot reads, built once with bound parameters (Core columns: no ORM steps per row).
-LEDGER: Table = models.LedgerEntry.__table__  # type: ignore[attr-defined]
-WALLETS: Table = models.Wallet.__table__  # type: ignore[attr-defined]
-TRANSACTIONS_OF_ORGANIZATION = select(*TRANSACTION_COLUMNS).where(
-    LEDGER.c.organization_id == bindparam("organization_id")
-)
-WALLET_OF_ORGANIZATION = select(*WALLET_COLUMNS).where(
-    WALLETS.c.organization_id == bindparam("organization_id")
-)
 
 
 @strawberry.type
@@ -68,7 +56,7 @@ class Query:
     @strawberry.field(permission_classes=READ, description="billing:read. The credit wallet.")
     async def wallet(self, info: Info) -> Wallet | None:
         read = partial(wallet_row, organization_id=info.context.organization_id)
-        return Wallet.from_row(await info.context.loaders.read(read))
+        return Wallet.from_row(await info.context.loaders.direct(read))
 
     @strawberry.field(
         permission_classes=READ, description="billing:read. The ledger, newest first."
@@ -82,29 +70,24 @@ class Query:
         before: str | None = None,
         filter: TransactionFilter | None = None,
     ) -> TransactionConnection | None:
-        entries = LEDGER.c
-        query = TRANSACTIONS_OF_ORGANIZATION
+        ledger_filter = reads.LedgerFilter()
         if filter is not None:
-            if filter.kinds:
-                query = query.where(entries.kind.in_([str(k) for k in filter.kinds]))
-            if filter.created_after is not None:
-                query = query.where(entries.created_at > filter.created_after.astimezone(UTC))
-            if filter.created_before is not None:
-                query = query.where(entries.created_at < filter.created_before.astimezone(UTC))
-            if filter.reference is not None:
-                query = query.where(entries.reference == filter.reference)
-        args = PageArgs(first, after, last, before)
-        page = await page_of(
-            info,
-            query,
-            entries.id,
-            args,
-            entities=False,
-            params={"organization_id": info.context.organization_id},
-            # Unfiltered, the statement is the same object each time: its page statements
-            # are built and keyed for SQLAlchemy's compiled cache once, not per request.
-            reuse=query is TRANSACTIONS_OF_ORGANIZATION,
+            ledger_filter = reads.LedgerFilter(
+                kinds=[str(k) for k in filter.kinds] if filter.kinds else None,
+                created_after=filter.created_after,
+                created_before=filter.created_before,
+                reference=filter.reference,
+            )
+        settings = info.context.billing.settings
+        read = partial(
+            ledger_page,
+            organization_id=info.context.organization_id,
+            ledger_filter=ledger_filter,
+            args=PageArgs(first, after, last, before),
+            default_size=settings.default_page_size,
+            max_size=settings.max_page_size,
         )
+        page = await info.context.loaders.direct(read)
         edges = edges_of(page, TransactionEdge, Transaction.from_row)
         return TransactionConnection(edges=edges, page_info=page.page_info)
 
@@ -191,13 +174,40 @@ async def resolve_node(info: Info, global_id: str) -> Node | None:
     return node
 
 
-async def wallet_row(session: AsyncSession, organization_id: int) -> Row[Any]:
+async def wallet_row(reader: Reader, organization_id: int) -> Any:
     """The organization's wallet as a plain row (one of WALLET_COLUMNS each)."""
-    params = {"organization_id": organization_id}
-    row = (await session.execute(WALLET_OF_ORGANIZATION, params)).one_or_none()
+    row = await reads.wallet(reader, organization_id)
     if row is None:
         raise NotFound("No wallet for this organization")
     return row
+
+
+async def ledger_page(
+    reader: Reader,
+    *,
+    organization_id: int,
+    ledger_filter: reads.LedgerFilter,
+    args: PageArgs,
+    default_size: int,
+    max_size: int,
+) -> Page[Any]:
+    query = ledger_filter.query()
+    # Unfiltered, the statement is the same object each time: compiled once, not per request.
+    reuse = query is reads.TRANSACTIONS_OF_ORGANIZATION
+
+    async def fetch(statement: Select[Any], params: Mapping[str, Any]) -> list[Any]:
+        return await reader.fetch(statement, params, reuse=reuse)
+
+    return await paginate(
+        fetch,
+        query,
+        reads.LEDGER.c.id,
+        args,
+        default_size=default_size,
+        max_size=max_size,
+        params={"organization_id": organization_id},
+        reuse=reuse,
+    )
 
 
 async def page_of(
@@ -206,21 +216,20 @@ async def page_of(
     id_column: Any,
     args: PageArgs,
     *,
-    entities: bool = True,
     params: Mapping[str, Any] | None = None,
-    reuse: bool = False,
 ) -> Page[Any]:
-    """A keyset page, read in the session this request's sibling fields share."""
+    """A keyset page of ORM rows, read in the session this request's sibling fields share."""
     settings = info.context.billing.settings
-    read = partial(
-        paginate,
-        query=query,
-        id_column=id_column,
-        args=args,
-        default_size=settings.default_page_size,
-        max_size=settings.max_page_size,
-        entities=entities,
-        params=params or {},
-        reuse=reuse,
-    )
+
+    async def read(session: AsyncSession) -> Page[Any]:
+        return await paginate(
+            session_fetch(session),
+            query,
+            id_column,
+            args,
+            default_size=settings.default_page_size,
+            max_size=settings.max_page_size,
+            params=params,
+        )
+
     return await info.context.loaders.read(read)

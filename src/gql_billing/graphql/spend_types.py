@@ -45,9 +45,8 @@ def visible_status(row: models.Reservation) -> ReservationStatus:
 
 
 async def _approval_of(root: Reservation, info: Info) -> Approval | None:
-    query = select(models.Approval).where(col(models.Approval.reservation_id) == root.row.id)
-    async with info.context.billing.db.read() as session:
-        row = (await session.execute(query)).scalar_one_or_none()
+    assert root.row.id is not None
+    row = await info.context.loaders.approval_of_reservation.load(root.row.id)
     return Approval.from_row(row) if row else None
 
 
@@ -114,8 +113,8 @@ class Approval(Node):
 
     @strawberry.field
     async def reservation(self, info: Info) -> Reservation | None:
-        async with info.context.billing.db.read() as session:
-            row = await session.get(models.Reservation, self.row.reservation_id)
+        # Through the loader: a page of approvals reads its reservations in one query.
+        row = await info.context.loaders.reservation.load(self.row.reservation_id)
         return Reservation.from_row(row) if row else None
 
 

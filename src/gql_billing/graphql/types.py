@@ -7,7 +7,7 @@ from enum import Enum
 from typing import Any
 
 import strawberry
-from sqlalchemy import Row, select
+from sqlalchemy import select
 from sqlmodel import col
 from strawberry.permission import BasePermission
 
@@ -144,22 +144,8 @@ class TopupAttempt(Node):
 
 # What a Wallet reads: the hot `wallet` query selects these table columns (Core, so the
 # session skips the ORM's compile and loading steps), not an ORM object.
-WALLET_COLUMNS = tuple(
-    models.Wallet.__table__.c[name]  # type: ignore[attr-defined]
-    for name in (
-        "id",
-        "organization_id",
-        "balance_credits",
-        "reserved_credits",
-        "auto_topup_enabled",
-        "auto_threshold_credits",
-        "auto_topup_amount_credits",
-        "auto_daily_cap_aud",
-        "auto_disabled_reason",
-        "updated_at",
-    )
-)
-WalletRow = models.Wallet | Row[Any]
+# An ORM wallet, or a row of reads.WALLET_COLUMNS.
+WalletRow = models.Wallet | Any
 
 
 CUSTOMER_ONLY: list[type[BasePermission]] = [NeedsCustomerScope]
@@ -235,7 +221,7 @@ class Wallet(Node):
 
     @classmethod
     def from_row(cls, row: WalletRow) -> Wallet:
-        """From an ORM wallet or a row of WALLET_COLUMNS."""
+        """From an ORM wallet or a row of reads.WALLET_COLUMNS."""
         assert row.id is not None
         return cls(
             id=strawberry.ID(to_global_id("Wallet", row.id)),
@@ -289,25 +275,6 @@ async def _transaction_topup(root: Transaction, info: Info) -> TopupAttempt | No
 
 
 # What a Transaction is built from: a page selects these table columns, not ORM objects.
-TRANSACTION_COLUMNS = tuple(
-    models.LedgerEntry.__table__.c[name]  # type: ignore[attr-defined]
-    for name in (
-        "id",
-        "kind",
-        "amount_credits",
-        "balance_delta_credits",
-        "available_delta_credits",
-        "balance_after_credits",
-        "available_after_credits",
-        "description",
-        "reference",
-        "reservation_id",
-        "topup_attempt_id",
-        "created_at",
-    )
-)
-
-
 @strawberry.type
 class Transaction(Node):
     # Plain values, not resolvers: a page of 20 resolves about a hundred of these fields.
@@ -327,8 +294,8 @@ class Transaction(Node):
     topup_attempt_id: strawberry.Private[int | None]
 
     @classmethod
-    def from_row(cls, row: models.LedgerEntry | Row[Any]) -> Transaction:
-        """From an ORM entry or a row of TRANSACTION_COLUMNS."""
+    def from_row(cls, row: models.LedgerEntry | Any) -> Transaction:
+        """From an ORM entry or a row of reads.TRANSACTION_COLUMNS."""
         assert row.id is not None
         return cls(
             id=strawberry.ID(to_global_id("Transaction", row.id)),
