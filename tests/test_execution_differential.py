@@ -50,9 +50,6 @@ CUSTOM_SCALARS = {
     "DateTime": st.sampled_from(["2026-11-20T09:30:00+00:00", "2020-01-01T00:00:00Z"]).map(
         lambda s: graphql.StringValueNode(value=s)
     ),
-    "Date": st.sampled_from(["2026-11-20", "2020-01-01"]).map(
-        lambda s: graphql.StringValueNode(value=s)
-    ),
 }
 
 
