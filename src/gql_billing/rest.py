@@ -12,14 +12,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-from sqlmodel import col
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import errors, models, statements
+from . import errors, models, reads, statements
 from . import rest_models as shapes
 from .admission import Admission, Refusal
 from .auth import Principal, Scope
@@ -27,7 +25,6 @@ from .billing import Billing
 from .billing.auto_topup import AutoTopupSettings, charged_today_aud_cents
 from .billing.topups import TopupRequest, default_card
 from .graphql.ids import from_cursor, to_cursor, to_global_id
-from .ledger import wallet_for
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 PROBLEM = "application/problem+json"
@@ -92,8 +89,10 @@ async def balance(
     billing: Billing, org_id: int, request: Request, _: dict[str, Any]
 ) -> dict[str, Any]:
     query = shapes.parse(shapes.BalanceQuery, request.query_params)
+    wallet = await billing.db.driver.run(lambda reader: reads.wallet(reader, org_id))
+    if wallet is None:
+        raise errors.NotFound("No wallet for this organization")
     async with billing.db.read() as session:
-        wallet = await wallet_for(session, org_id)
         charged = await charged_today_aud_cents(session, org_id, billing.clock.now())
     available = wallet.balance_credits - wallet.reserved_credits
     money = billing.rates.credits_to_money(wallet.balance_credits, query.currency)
@@ -129,31 +128,31 @@ async def transactions(
         raise errors.InvalidInput(
             "limit", f"limit must be between 1 and {billing.settings.max_page_size}"
         )
-    entry = models.LedgerEntry
-    query = select(entry).where(col(entry.organization_id) == org_id)
+    after = None
     if params.cursor:
         after = from_cursor(params.cursor)
         if after is None:
             raise errors.InvalidInput("cursor", "Not a cursor of this list")
-        query = query.where(col(entry.id) < after)
+    kinds = None
     if params.kind:
         kinds = [k.strip().upper() for k in params.kind.split(",")]
         if not set(kinds) <= set(models.EntryKind):
             raise errors.InvalidInput("kind", "Unknown transaction kind")
-        query = query.where(col(entry.kind).in_(kinds))
-    async with billing.db.read() as session:
-        rows = list(
-            (await session.execute(query.order_by(col(entry.id).desc()).limit(limit + 1))).scalars()
-        )
-    page = rows[:limit]
+    # The same read as GraphQL's `transactions`: one keyset slice through the read layer.
+    keys = reads.Keyset(size=limit, after_id=after)
+    ledger_filter = reads.LedgerFilter(kinds=kinds)
+    page = await billing.db.driver.run(
+        lambda reader: reads.ledger(reader, org_id, keys, ledger_filter)
+    )
+    last = page.rows[-1] if page.rows else None
     return shapes.TransactionsAnswer(
-        transactions=[_entry(row) for row in page],
-        next_cursor=to_cursor(page[-1].id) if len(rows) > limit and page[-1].id else None,
+        transactions=[_entry(row) for row in page.rows],
+        next_cursor=to_cursor(last.id) if page.has_more and last is not None else None,
     ).model_dump(mode="json")
 
 
-def _entry(row: models.LedgerEntry) -> shapes.TransactionEntry:
-    assert row.id is not None
+def _entry(row: Any) -> shapes.TransactionEntry:
+    """A row of the read layer's TRANSACTION_COLUMNS in the REST shape."""
     return shapes.TransactionEntry(
         id=to_global_id("Transaction", row.id),
         kind=models.EntryKind(row.kind),
