@@ -26,6 +26,7 @@ import pytest
 from graphql import GraphQLInterfaceType, build_schema
 
 from conftest import Factory, Org
+from gql_billing.cli import build_parser
 from gql_billing.demo import shell_exports
 from gql_billing.graphql.schema import build_schema as build_app_schema
 from support.cards import THREE_D_SECURE, VISA, save_card
@@ -37,7 +38,8 @@ from support.readme import Snippet, readme_snippets
 NOT_RUN: dict[str, str] = {
     "make demo": "starts a server that runs until Ctrl-C, and `make test` is this very run; "
     "the demo's data and variables are what this test serves",
-    "gql-billing serve [--host": "the command synopsis: options in brackets, placeholders",
+    "gql-billing serve [--host": "the command synopsis: options in brackets, placeholders; "
+    "test_the_command_synopsis_parses checks it against the CLI's parser",
     "export GQL_BILLING_DATABASE_URL=postgresql+asyncpg://billing@db.internal": "a deployment "
     "on a database host elsewhere, with servers and workers that run until stopped",
     "make lint": "development targets: `make test` runs lint and typecheck itself, and the "
@@ -126,6 +128,32 @@ def test_every_shell_block_is_run_or_listed_with_a_reason() -> None:
     assert stale == [], f"NOT_RUN names blocks the README no longer has (or has twice): {stale}"
     missing = [marker for marker in README_SAYS if not any(marker in s.text for s in snippets)]
     assert missing == [], f"README_SAYS names documents the README no longer has: {missing}"
+
+
+def synopsis_as_arguments(line: str) -> list[str]:
+    """A synopsis line as one concrete command: every optional part given, the first of
+    several choices, `1` for a placeholder in capitals."""
+    words = line.split("#")[0].replace("[", " ").replace("]", " ").split()
+    return ["1" if re.fullmatch(r"[A-Z_]+", word) else word.split("|")[0] for word in words]
+
+
+def test_the_command_synopsis_parses() -> None:
+    """The README's command synopsis is not run (it needs servers, a database, Stripe),
+    but every line of it, with every option it shows, is a command the CLI accepts."""
+    [synopsis] = [s for s in readme_snippets() if s.text.startswith("gql-billing serve [")]
+    lines = [line for line in synopsis.text.splitlines() if line.strip()]
+    refused: dict[str, str] = {}
+
+    for line in lines:
+        words = synopsis_as_arguments(line)
+        assert words[0] == "gql-billing", line
+        try:
+            build_parser().parse_args(words[1:])
+        except SystemExit as exc:
+            refused[line] = f"exit {exc.code}"
+
+    assert len(lines) >= 10
+    assert refused == {}
 
 
 def test_variables_come_from_the_json_block_right_after_a_document() -> None:
