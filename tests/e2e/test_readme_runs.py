@@ -180,8 +180,16 @@ class ReadmeReader:
     """Runs the README's snippets in order, keeping what a reader carries from one to the
     next (the PaymentIntent of a 3-D Secure top-up, to authenticate and then retry)."""
 
-    def __init__(self, org: Org, card_3ds: str, env: dict[str, str], workdir: Path) -> None:
+    def __init__(
+        self,
+        org: Org,
+        emulator: StripeEmulator,
+        card_3ds: str,
+        env: dict[str, str],
+        workdir: Path,
+    ) -> None:
         self.org = org
+        self.emulator = emulator
         self.card_3ds = card_3ds
         self.env = env
         self.workdir = workdir
@@ -208,8 +216,10 @@ class ReadmeReader:
             await self.shell(snippet, how)
         self.ran[how] += 1
 
-    async def send(self, snippet: Snippet, query: str) -> dict[str, Any]:
-        response = await self.org.api.post(query, snippet.variables)
+    async def send(
+        self, snippet: Snippet, query: str, variables: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        response = await self.org.api.post(query, variables)
         assert response.status_code == 200, f"{snippet.where}: {response.text}"
         body = response.json()
         assert "errors" not in body, f"{snippet.where}: {body['errors']}\n{query}"
@@ -220,7 +230,7 @@ class ReadmeReader:
         query = snippet.text.replace('"pm_..."', f'"{self.card_3ds}"')
         unfilled = PLACEHOLDER.findall(query)
         assert unfilled == [], f"{snippet.where}: no value for the placeholders {unfilled}"
-        data = await self.send(snippet, query)
+        data = await self.send(snippet, query, snippet.variables)
 
         expected: dict[str, Any] = {}
         for marker, said in README_SAYS.items():
@@ -278,14 +288,15 @@ class ReadmeReader:
         snippet, query, payment_intent = self.waiting_3ds
         self.waiting_3ds = None
 
-        settled = await self.send(snippet, query)
-        replayed = await self.send(snippet, query)
+        settled = await self.send(snippet, query, snippet.variables)
+        replayed = await self.send(snippet, query, snippet.variables)
+        charged = await asyncio.to_thread(self.emulator.list_payment_intents)
 
         expected = README_SAYS_AFTER_AUTHENTICATION
         assert part_of(settled, expected) == expected, f"{snippet.where}: {settled}"
         assert replayed == settled
         statuses = await self.send(
-            snippet, "{ topups(first: 5) { edges { node { status paymentIntentId } } } }"
+            snippet, "{ topups(first: 5) { edges { node { status paymentIntentId } } } }", None
         )
         paid = [
             edge["node"]
@@ -293,6 +304,9 @@ class ReadmeReader:
             if edge["node"]["paymentIntentId"] == payment_intent
         ]
         assert paid == [{"status": "SUCCEEDED", "paymentIntentId": payment_intent}]
+        # One charge of the 3-D Secure card, however often the mutation was sent.
+        on_card = [pi for pi in charged if pi["payment_method"] == self.card_3ds]
+        assert [(pi["id"], pi["status"]) for pi in on_card] == [(payment_intent, "succeeded")]
         self.round_trips += 1
 
 
@@ -325,7 +339,7 @@ async def test_every_readme_snippet_runs_against_the_served_app(
     }
     workdir = tmp_path / "shell"
     workdir.mkdir()
-    reader = ReadmeReader(org, card_3ds, env, workdir)
+    reader = ReadmeReader(org, emulator, card_3ds, env, workdir)
 
     for snippet in readme_snippets():
         await reader.run(snippet)
