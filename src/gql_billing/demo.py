@@ -153,6 +153,21 @@ def run_demo(*, port: int, host: str = "127.0.0.1") -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def shell_exports(base_url: str, settings: Settings, token: str, card_3ds: str) -> dict[str, str]:
+    """The variables the demo prints as `export` lines for another shell: what operator
+    commands need, and the names the README's curl and command examples use."""
+    return {
+        "GQL_BILLING_DATABASE_URL": settings.database_url,
+        "STRIPE_SECRET_KEY": settings.stripe_secret_key or "",
+        "STRIPE_API_BASE": settings.stripe_api_base or "",
+        "STRIPE_WEBHOOK_SECRET": settings.stripe_webhook_secret or "",
+        "GQL_BILLING_URL": f"{base_url}/graphql",
+        "GQL_BILLING_API": base_url,
+        "TOKEN": token,
+        "CARD_3DS": card_3ds,
+    }
+
+
 def _banner(
     host: str, port: int, org_id: str, token: str, settings: Settings, cards: dict[str, str]
 ) -> None:
@@ -160,16 +175,7 @@ def _banner(
     url = f"{base_url}/graphql"
     stripe_url = settings.stripe_api_base or ""
     card_3ds = cards["needs 3-D Secure"]
-    exports = {
-        "GQL_BILLING_DATABASE_URL": settings.database_url,
-        "STRIPE_SECRET_KEY": settings.stripe_secret_key or "",
-        "STRIPE_API_BASE": stripe_url,
-        "STRIPE_WEBHOOK_SECRET": settings.stripe_webhook_secret or "",
-        "GQL_BILLING_URL": url,
-        "GQL_BILLING_API": base_url,
-        "TOKEN": token,
-        "CARD_3DS": card_3ds,
-    }
+    exports = shell_exports(base_url, settings, token, card_3ds)
     lines = [
         "",
         "gql-billing demo",

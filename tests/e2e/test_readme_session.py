@@ -7,8 +7,7 @@ from support.cards import THREE_D_SECURE, VISA, save_card
 from support.emulator import StripeEmulator
 from support.readme import readme_documents
 
-# Step 3 of the worked session: the README's first top-up document.
-README_TOPUP = next(doc for doc in readme_documents() if doc.startswith("mutation {\n  topup("))
+[README_TOPUP] = [doc for doc in readme_documents() if '"order-2026-11-27-1"' in doc]
 
 
 async def test_readme_topup_grants_on_a_wallet_of_23500(
