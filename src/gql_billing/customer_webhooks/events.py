@@ -8,8 +8,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..balance_answer import balance_answer
 from ..graphql.ids import to_global_id
 from ..models import Approval, Invoice, TopupAttempt, TopupStatus, TopupTrigger, Wallet
+from ..money import SETTLEMENT_ONLY
 from .outbox import EventType, record
 
 TOPUP_EVENTS = {
@@ -115,12 +117,14 @@ async def invoice_finalized(session: AsyncSession, invoice: Invoice, now: dateti
     await record(session, invoice.organization_id, EventType.INVOICE_FINALIZED, data, now=now)
 
 
-def wallet_data(wallet: Wallet, threshold_credits: int) -> dict[str, Any]:
-    """The balance operation's figures, with the floor that was crossed."""
-    return {
+async def balance_low(
+    session: AsyncSession, wallet: Wallet, alert_threshold_credits: int, now: datetime
+) -> None:
+    """The balance operation's answer at the crossing (in AUD), with the floor crossed."""
+    answer = await balance_answer(session, wallet, now=now, rates=SETTLEMENT_ONLY)
+    data = {
+        **answer.model_dump(mode="json"),
         "organization_id": to_global_id("Organization", wallet.organization_id),
-        "balance_credits": wallet.balance_credits,
-        "reserved_credits": wallet.reserved_credits,
-        "available_credits": wallet.balance_credits - wallet.reserved_credits,
-        "threshold_credits": threshold_credits,
+        "alert_threshold_credits": alert_threshold_credits,
     }
+    await record(session, wallet.organization_id, EventType.WALLET_BALANCE_LOW, data, now=now)
