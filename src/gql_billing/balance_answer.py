@@ -3,28 +3,40 @@ built in one place: the REST handler and the `wallet.balance_low` webhook send t
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from sqlalchemy.ext.asyncio import AsyncSession
+from typing import Protocol
 
 from . import rest_models as shapes
-from .auto_queue import charged_today_aud_cents
-from .models import Wallet
 from .money import DisplayRates
 
 
-async def balance_answer(
-    session: AsyncSession,
-    wallet: Wallet,
+class WalletFigures(Protocol):
+    """What the answer reads of a wallet: an ORM wallet, or a row of its columns."""
+
+    @property
+    def balance_credits(self) -> int: ...
+    @property
+    def reserved_credits(self) -> int: ...
+    @property
+    def auto_topup_enabled(self) -> bool: ...
+    @property
+    def auto_threshold_credits(self) -> int | None: ...
+    @property
+    def auto_topup_amount_credits(self) -> int | None: ...
+    @property
+    def auto_daily_cap_aud(self) -> int | None: ...
+    @property
+    def auto_disabled_reason(self) -> str | None: ...
+
+
+def balance_answer(
+    wallet: WalletFigures,
     *,
-    now: datetime,
+    charged_today_aud_cents: int,
     rates: DisplayRates,
     currency: str | None = None,
     locale: str | None = None,
 ) -> shapes.BalanceAnswer:
-    """`wallet` as read (or just updated) in `session`; `balance` in `currency` (AUD when
-    none), formatted for `locale`."""
-    charged = await charged_today_aud_cents(session, wallet.organization_id, now)
+    """`balance` in `currency` (AUD when none), formatted for `locale`."""
     money = rates.credits_to_money(wallet.balance_credits, currency)
     return shapes.BalanceAnswer(
         balance_credits=wallet.balance_credits,
@@ -41,7 +53,7 @@ async def balance_answer(
             threshold_credits=wallet.auto_threshold_credits or 0,
             topup_amount_credits=wallet.auto_topup_amount_credits or 0,
             daily_charge_cap_aud=wallet.auto_daily_cap_aud or 0,
-            charged_today_aud_cents=charged,
+            charged_today_aud_cents=charged_today_aud_cents,
             disabled_reason=wallet.auto_disabled_reason,
         ),
     )

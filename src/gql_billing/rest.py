@@ -23,6 +23,7 @@ from . import errors, models, statements
 from . import rest_models as shapes
 from .admission import Admission, Refusal
 from .auth import Principal, Scope
+from .auto_queue import charged_today_aud_cents
 from .balance_answer import balance_answer
 from .billing import Billing
 from .billing.auto_topup import AutoTopupSettings
@@ -95,14 +96,14 @@ async def balance(
     query = shapes.parse(shapes.BalanceQuery, request.query_params)
     async with billing.db.read() as session:
         wallet = await wallet_for(session, org_id)
-        answer = await balance_answer(
-            session,
-            wallet,
-            now=billing.clock.now(),
-            rates=billing.rates,
-            currency=query.currency,
-            locale=query.locale,
-        )
+        charged = await charged_today_aud_cents(session, org_id, billing.clock.now())
+    answer = balance_answer(
+        wallet,
+        charged_today_aud_cents=charged,
+        rates=billing.rates,
+        currency=query.currency,
+        locale=query.locale,
+    )
     return answer.model_dump(mode="json")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..auto_queue import charged_today_aud_cents
 from ..balance_answer import balance_answer
 from ..graphql.ids import to_global_id
 from ..models import Approval, Invoice, TopupAttempt, TopupStatus, TopupTrigger, Wallet
@@ -121,7 +122,8 @@ async def balance_low(
     session: AsyncSession, wallet: Wallet, alert_threshold_credits: int, now: datetime
 ) -> None:
     """The balance operation's answer at the crossing (in AUD), with the floor crossed."""
-    answer = await balance_answer(session, wallet, now=now, rates=SETTLEMENT_ONLY)
+    charged = await charged_today_aud_cents(session, wallet.organization_id, now)
+    answer = balance_answer(wallet, charged_today_aud_cents=charged, rates=SETTLEMENT_ONLY)
     data = {
         **answer.model_dump(mode="json"),
         "organization_id": to_global_id("Organization", wallet.organization_id),
