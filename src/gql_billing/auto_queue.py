@@ -1,4 +1,5 @@
-"""Queueing an auto top-up: at most one in flight per organization (SPEC §6).
+"""Queueing an auto top-up: at most one in flight per organization (SPEC §6), and what
+today's automatic charges add up to (the daily cap's side of the queue).
 
 Called by the ledger after every movement, and by the worker's sweep. The partial unique
 index `uq_topup_auto_in_flight` decides: a second queue attempt while one is queued,
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from .models import PaymentMethod, TopupAttempt, TopupStatus, TopupTrigger, Wallet
+
+CHARGED_STATUSES = (TopupStatus.SUCCEEDED, TopupStatus.PROCESSING, TopupStatus.REQUIRES_ACTION)
 
 
 def wants_topup(wallet: Wallet) -> bool:
@@ -61,3 +64,20 @@ async def queue_if_below(session: AsyncSession, wallet: Wallet, now: datetime) -
 def _backoff_end(wallet: Wallet, now: datetime) -> datetime | None:
     backoff_until = wallet.auto_backoff_until
     return backoff_until if backoff_until is not None and backoff_until > now else None
+
+
+def day_start(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+async def charged_today_aud_cents(
+    session: AsyncSession, organization_id: int, now: datetime
+) -> int:
+    """Auto top-up charges claimed this UTC day that succeeded or are still in flight."""
+    query = select(func.coalesce(func.sum(TopupAttempt.aud_cents), 0)).where(
+        col(TopupAttempt.organization_id) == organization_id,
+        col(TopupAttempt.trigger) == TopupTrigger.AUTO.value,
+        col(TopupAttempt.status).in_([s.value for s in CHARGED_STATUSES]),
+        col(TopupAttempt.claimed_at) >= day_start(now),
+    )
+    return int((await session.execute(query)).scalar_one())

@@ -80,6 +80,10 @@ class DisplayRates:
         return Money(converted, code, True, self.as_of)
 
 
+# For answers that only ever show the settlement currency (which needs no rate).
+SETTLEMENT_ONLY = DisplayRates(rates_per_aud={}, as_of=DEFAULT_RATES_AS_OF)
+
+
 def _currency_spacing(text: str, symbol: str) -> str:
     """CLDR's currencySpacing rule, which Babel does not apply: a currency symbol that ends
     (or starts) with a non-symbol character, such as the code "USD", is kept apart from the

@@ -21,8 +21,10 @@ from . import errors, models, reads, statements
 from . import rest_models as shapes
 from .admission import Admission, Refusal
 from .auth import Principal, Scope
+from .auto_queue import charged_today_aud_cents
+from .balance_answer import balance_answer
 from .billing import Billing
-from .billing.auto_topup import AutoTopupSettings, charged_today_aud_cents
+from .billing.auto_topup import AutoTopupSettings
 from .billing.topups import TopupRequest, default_card
 from .graphql.ids import from_cursor, to_cursor, to_global_id
 
@@ -94,27 +96,14 @@ async def balance(
         raise errors.NotFound("No wallet for this organization")
     async with billing.db.read() as session:
         charged = await charged_today_aud_cents(session, org_id, billing.clock.now())
-    available = wallet.balance_credits - wallet.reserved_credits
-    money = billing.rates.credits_to_money(wallet.balance_credits, query.currency)
-    return shapes.BalanceAnswer(
-        balance_credits=wallet.balance_credits,
-        reserved_credits=wallet.reserved_credits,
-        available_credits=available,
-        balance=shapes.Money(
-            amount=money.amount_text,
-            currency=money.currency,
-            formatted=money.formatted(query.locale),
-            is_estimate=money.is_estimate,
-        ),
-        auto_topup=shapes.AutoTopupState(
-            enabled=wallet.auto_topup_enabled,
-            threshold_credits=wallet.auto_threshold_credits or 0,
-            topup_amount_credits=wallet.auto_topup_amount_credits or 0,
-            daily_charge_cap_aud=wallet.auto_daily_cap_aud or 0,
-            charged_today_aud_cents=charged,
-            disabled_reason=wallet.auto_disabled_reason,
-        ),
-    ).model_dump(mode="json")
+    answer = balance_answer(
+        wallet,
+        charged_today_aud_cents=charged,
+        rates=billing.rates,
+        currency=query.currency,
+        locale=query.locale,
+    )
+    return answer.model_dump(mode="json")
 
 
 async def transactions(

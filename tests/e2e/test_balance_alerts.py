@@ -117,7 +117,7 @@ async def test_fifty_concurrent_spends_crossing_the_floor_raise_one_alert(
         # then exactly one alert, with the wallet's figures at the crossing
         [low] = hook.of_type("wallet.balance_low", secret)
     data = low["data"]
-    assert data["threshold_credits"] == 30_000
+    assert data["alert_threshold_credits"] == 30_000
     assert data["available_credits"] == 29_000
     assert data["balance_credits"] == 50_000
     assert data["organization_id"] == org.id
@@ -143,6 +143,59 @@ async def test_back_at_the_floor_re_arms_and_the_next_crossing_alerts_again(
         lows = hook.of_type("wallet.balance_low", secret)
     # (deliveries go out concurrently: in no particular order)
     assert sorted(low["data"]["available_credits"] for low in lows) == [5_000, 7_000]
+
+
+async def test_balance_low_sends_the_balance_operations_answer_and_the_floor(
+    app: ServedApp, make: Factory
+) -> None:
+    # given 20,000 credits, automatic top-ups configured and a floor of 10,000
+    org = await make.org(credits=20_000)
+    set_auto = await make.http.post(
+        f"{app.base_url}/v1/op/billing.set_auto_topup",
+        headers={"Authorization": f"Bearer {org.token}"},
+        json={
+            "enabled": False,
+            "threshold_credits": 4_000,
+            "topup_amount_credits": 50_000,
+            "daily_charge_cap_aud": 800,
+        },
+    )
+    assert set_auto.status_code == 200, set_auto.text
+    with receiver() as hook:
+        secret = await endpoint(org, hook.url)
+        await org.api(SET_ALERT, {"input": {"enabled": True, "thresholdCredits": 10_000}})
+
+        # when a spend takes the available balance below the floor and nothing moves after
+        assert (await reserve(make, org, 12_500))["__typename"] == "ReservationCreated"
+        assert await deliver(app) == 1
+        [low] = hook.of_type("wallet.balance_low", secret)
+
+    # then `data` is what GET /v1/op/billing.credits.balance answers, plus whose and the floor
+    balance = await make.http.get(
+        f"{app.base_url}/v1/op/billing.credits.balance",
+        headers={"Authorization": f"Bearer {org.token}"},
+    )
+    assert balance.status_code == 200
+    assert low["data"] == {
+        **balance.json(),
+        "organization_id": org.id,
+        "alert_threshold_credits": 10_000,
+    }
+    assert low["data"]["balance"] == {
+        "amount": "200.00",
+        "currency": "AUD",
+        "formatted": "$200.00",
+        "is_estimate": False,
+    }
+    assert (low["data"]["reserved_credits"], low["data"]["available_credits"]) == (12_500, 7_500)
+    assert low["data"]["auto_topup"] == {
+        "enabled": False,
+        "threshold_credits": 4_000,
+        "topup_amount_credits": 50_000,
+        "daily_charge_cap_aud": 800,
+        "charged_today_aud_cents": 0,
+        "disabled_reason": None,
+    }
 
 
 async def test_setting_a_floor_above_the_balance_alerts_at_once(

@@ -9,14 +9,13 @@ PROCESSING by a worker that died is picked up again after the lease, with the sa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select
 from sqlmodel import col
 
 from .. import ledger
-from ..auto_queue import queue_if_below
+from ..auto_queue import charged_today_aud_cents, day_start, queue_if_below
 from ..clock import Clock
 from ..customer_webhooks import events
 from ..db import Database
@@ -43,7 +42,6 @@ MAX_CONSECUTIVE_FAILURES = 3
 # Attempts one worker tick claims and charges at most; the rest wait for the next tick.
 RUN_DUE_PER_TICK = 20
 DECLINE_BACKOFF = timedelta(hours=1)
-CHARGED_STATUSES = (TopupStatus.SUCCEEDED, TopupStatus.PROCESSING, TopupStatus.REQUIRES_ACTION)
 
 
 @dataclass(frozen=True)
@@ -52,23 +50,6 @@ class AutoTopupSettings:
     threshold_credits: int | None
     topup_amount_credits: int | None
     daily_charge_cap_aud: int | None
-
-
-def day_start(moment: datetime) -> datetime:
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-async def charged_today_aud_cents(
-    session: AsyncSession, organization_id: int, now: datetime
-) -> int:
-    """Auto top-up charges claimed this UTC day that succeeded or are still in flight."""
-    query = select(func.coalesce(func.sum(TopupAttempt.aud_cents), 0)).where(
-        col(TopupAttempt.organization_id) == organization_id,
-        col(TopupAttempt.trigger) == TopupTrigger.AUTO.value,
-        col(TopupAttempt.status).in_([s.value for s in CHARGED_STATUSES]),
-        col(TopupAttempt.claimed_at) >= day_start(now),
-    )
-    return int((await session.execute(query)).scalar_one())
 
 
 def _validate(

@@ -17,8 +17,7 @@ from sqlmodel import col
 from ..db import Database
 from ..errors import InvalidInput, NotFound
 from ..models import BalanceAlert, Wallet
-from .events import wallet_data
-from .outbox import EventType, record
+from . import events
 
 
 async def on_movement(session: AsyncSession, wallet: Wallet, now: datetime) -> bool:
@@ -39,8 +38,7 @@ async def on_movement(session: AsyncSession, wallet: Wallet, now: datetime) -> b
     ).one_or_none()
     if flipped is None or flipped.armed:
         return False
-    data = wallet_data(wallet, flipped.threshold_credits)
-    await record(session, wallet.organization_id, EventType.WALLET_BALANCE_LOW, data, now=now)
+    await events.balance_low(session, wallet, flipped.threshold_credits, now)
     return True
 
 

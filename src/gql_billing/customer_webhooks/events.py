@@ -8,8 +8,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..auto_queue import charged_today_aud_cents
+from ..balance_answer import balance_answer
 from ..graphql.ids import to_global_id
 from ..models import Approval, Invoice, TopupAttempt, TopupStatus, TopupTrigger, Wallet
+from ..money import SETTLEMENT_ONLY
 from .outbox import EventType, record
 
 TOPUP_EVENTS = {
@@ -115,12 +118,15 @@ async def invoice_finalized(session: AsyncSession, invoice: Invoice, now: dateti
     await record(session, invoice.organization_id, EventType.INVOICE_FINALIZED, data, now=now)
 
 
-def wallet_data(wallet: Wallet, threshold_credits: int) -> dict[str, Any]:
-    """The balance operation's figures, with the floor that was crossed."""
-    return {
+async def balance_low(
+    session: AsyncSession, wallet: Wallet, alert_threshold_credits: int, now: datetime
+) -> None:
+    """The balance operation's answer at the crossing (in AUD), with the floor crossed."""
+    charged = await charged_today_aud_cents(session, wallet.organization_id, now)
+    answer = balance_answer(wallet, charged_today_aud_cents=charged, rates=SETTLEMENT_ONLY)
+    data = {
+        **answer.model_dump(mode="json"),
         "organization_id": to_global_id("Organization", wallet.organization_id),
-        "balance_credits": wallet.balance_credits,
-        "reserved_credits": wallet.reserved_credits,
-        "available_credits": wallet.balance_credits - wallet.reserved_credits,
-        "threshold_credits": threshold_credits,
+        "alert_threshold_credits": alert_threshold_credits,
     }
+    await record(session, wallet.organization_id, EventType.WALLET_BALANCE_LOW, data, now=now)

@@ -151,6 +151,13 @@ NODE_TYPES: dict[str, Any] = {
 }
 
 
+def register_node(type_name: str, table: Any, node_type: Any) -> None:
+    """A Node type defined in a module that builds on this one (which cannot import it):
+    its rows carry `organization_id` and the type a `from_row`."""
+    NODE_TABLES[type_name] = table
+    NODE_TYPES[type_name] = node_type
+
+
 async def resolve_node(info: Info, global_id: str) -> Node | None:
     """Another organization's object is indistinguishable from a missing one."""
     parsed = from_global_id(global_id)

@@ -12,7 +12,7 @@ from sqlmodel import col
 from strawberry.permission import BasePermission
 
 from .. import models
-from ..billing.auto_topup import charged_today_aud_cents
+from ..auto_queue import charged_today_aud_cents
 from .balance_alert import BalanceAlert, wallet_balance_alert
 from .common import Money, Node, PageInfo, money
 from .context import Info

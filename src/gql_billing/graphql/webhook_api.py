@@ -21,7 +21,7 @@ from .context import Info
 from .ids import pk_of, to_global_id
 from .pagination import PageArgs, edges_of
 from .permissions import needs
-from .queries import page_of
+from .queries import page_of, register_node
 from .scalars import Credits
 from .types import Wallet
 
@@ -119,6 +119,10 @@ class WebhookEndpoint(Node):
         page = await page_of(info, query, col(delivery.id), PageArgs(first, after, None, None))
         edges = edges_of(page, WebhookDeliveryEdge, WebhookDelivery.from_row)
         return WebhookDeliveryConnection(edges=edges, page_info=page.page_info)
+
+
+register_node("WebhookEndpoint", models.WebhookEndpoint, WebhookEndpoint)
+register_node("WebhookDelivery", models.WebhookDelivery, WebhookDelivery)
 
 
 @strawberry.input
