@@ -44,7 +44,10 @@ class Database:
             self.read_engine = _sqlite_engine(url, busy_timeout_ms, "BEGIN")
             self.write_engine = _sqlite_engine(url, busy_timeout_ms, "BEGIN IMMEDIATE")
         else:
-            self.read_engine = create_async_engine(url, pool_size=10, max_overflow=20)
+            # At most 20 connections a process (plus the driver's 4 for hot reads): several
+            # servers and workers share one PostgreSQL (100 connections by default), and a
+            # request waiting a moment for a pooled connection beats one refused by the server.
+            self.read_engine = create_async_engine(url, pool_size=10, max_overflow=10)
             self.write_engine = self.read_engine
         # The hot reads (token, wallet, ledger page) go to the driver itself: driver.py.
         self.driver = DriverReads(url, self.read_engine.dialect, busy_timeout_ms=busy_timeout_ms)

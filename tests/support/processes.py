@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -30,21 +32,41 @@ def gateway_env(
     }
 
 
+# Each process's log (stderr) goes to a file of its own, never a pipe nobody reads (a full
+# pipe would block the process mid-request); on a failure its tail is shown.
+LOGS: dict[int, IO[bytes]] = {}
+LOG_DIR = Path(tempfile.gettempdir()) / "gql-billing-test-processes"
+
+
+def _start(args: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+    LOG_DIR.mkdir(exist_ok=True)
+    log = open(LOG_DIR / f"{name}-{os.getpid()}.log", "w+b")  # noqa: SIM115
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    LOGS[proc.pid] = log
+    return proc
+
+
+def process_log(proc: subprocess.Popen[bytes]) -> str:
+    """The tail of what a process started here wrote to stderr."""
+    return _log_of(proc)
+
+
+def _log_of(proc: subprocess.Popen[bytes]) -> str:
+    log = LOGS.get(proc.pid)
+    if log is None:
+        return ""
+    log.flush()
+    log.seek(0)
+    return log.read().decode(errors="replace")[-20_000:]
+
+
 @contextmanager
 def servers(
     count: int, env: dict[str, str], *, start_timeout_seconds: float = 30
 ) -> Iterator[list[str]]:
     """`count` server processes on free ports; yields their GraphQL URLs."""
     ports = [free_port() for _ in range(count)]
-    procs = [
-        subprocess.Popen(
-            [CLI, "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for port in ports
-    ]
+    procs = [_start([CLI, "serve", "--port", str(port)], env, f"serve-{port}") for port in ports]
     try:
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         for url, proc in zip(urls, procs, strict=True):
@@ -56,12 +78,7 @@ def servers(
 
 @contextmanager
 def workers(count: int, env: dict[str, str]) -> Iterator[None]:
-    procs = [
-        subprocess.Popen(
-            [CLI, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        for _ in range(count)
-    ]
+    procs = [_start([CLI, "worker"], env, f"worker-{i}") for i in range(count)]
     try:
         yield
     finally:
@@ -72,9 +89,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_seconds: float 
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(
-                f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}"
-            )
+            raise RuntimeError(f"server exited: {_log_of(proc)}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return
@@ -93,5 +108,6 @@ def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        log = LOGS.pop(proc.pid, None)
+        if log is not None:
+            log.close()
