@@ -1,4 +1,4 @@
-"""Queueing an auto top-up: at most one in flight per organization (SPEC §6), and what
+"""Queueing an auto top-up: at most one in flight per organization, and what
 today's automatic charges add up to (the daily cap's side of the queue).
 
 Called by the ledger after every movement, and by the worker's sweep. The partial unique

@@ -1,4 +1,4 @@
-"""The ledger invariants of SPEC §8, checked from the database (tests and operators).
+"""The ledger invariants (docs/invariants.md), checked from the database (tests and operators).
 
 Each check is a query for the rows that break it: none found, the invariant holds. `{org}`
 in a query becomes `AND <alias>.organization_id = :org` when one organization is checked

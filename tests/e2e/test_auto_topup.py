@@ -1,6 +1,6 @@
 """Auto top-up, Stripe webhooks and reconciliation over HTTP against the real app, the Stripe
 SDK, the emulator and the fault proxy, with the worker driven tick by tick on a fake clock
-(SPEC §3 3-D Secure, §6 auto top-up, §8 invariants, §9 webhooks)."""
+(3-D Secure, auto top-up, the ledger invariants, Stripe webhooks)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A card hold's settlement is claimed in the database before Stripe is called: parallel
 settlements of one hold make one Stripe call, and one that died mid-call is finished by a
-retry or the worker with the same Stripe key (SPEC §7)."""
+retry or the worker with the same Stripe key."""
 
 from __future__ import annotations
 

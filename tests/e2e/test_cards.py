@@ -1,4 +1,4 @@
-"""Saved cards over HTTP (SPEC §5): SetupIntent, attach, default, detach, against the emulator."""
+"""Saved cards over HTTP: SetupIntent, attach, default, detach, against the emulator."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Spend over HTTP against the real app: reserve, settle once, card holds, enterprise
-invoices, approvals, card hold expiry and the read side (SPEC §7, §8, §10)."""
+invoices, approvals, card hold expiry and the read side."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A Hypothesis state machine over the service layer: top-ups (with Stripe faults), spends
 and their settlements, auto top-up ticks and the passing of time, against the real store
 (SQLite or PostgreSQL) and the Stripe emulator. After every step the ledger invariants of
-SPEC §8 hold and the wallet matches a model of what should have happened."""
+docs/invariants.md hold and the wallet matches a model of what should have happened."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Races across several gateway processes on one PostgreSQL database (SPEC §4, §6, §7).
+"""Races across several gateway processes on one PostgreSQL database.
 
 Each race spreads its requests over three `gql-billing serve` processes (and, for auto
 top-up, two `gql-billing worker` processes), so only the database can keep them honest.

@@ -1,6 +1,6 @@
 """Every stored amount stays within 2^53 − 1, checked before writing: beyond it is a typed
 InvalidInput (or a clear CLI error), never a 500 or a float in the database, and
-`gql-billing report` flags any stored value out of range (SPEC §11)."""
+`gql-billing report` flags any stored value out of range."""
 
 from __future__ import annotations
 

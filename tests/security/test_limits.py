@@ -1,4 +1,4 @@
-"""Query limits (SPEC §11), each at its boundary: depth 10, aliases 30 (fragments expanded),
+"""Query limits, each at its boundary: depth 10, aliases 30 (fragments expanded),
 tokens 2000, body 64 KiB, batching off or bounded, page size 100, fragment cycles."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Production mode (SPEC §11): the production app, served for real, probed for each lock."""
+"""Production mode: the production app, served for real, probed for each lock."""
 
 from __future__ import annotations
 

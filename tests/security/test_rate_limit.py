@@ -1,4 +1,4 @@
-"""Per-token rate limiting (SPEC §11): N requests per window, then HTTP 429 with Retry-After
+"""Per-token rate limiting: N requests per window, then HTTP 429 with Retry-After
 and a GraphQL-shaped body. In memory by default; in Redis when a URL is set, shared by every
 worker. Windows follow the app's clock, so time moves by `clock.advance`, never by sleeping."""
 

@@ -1,4 +1,4 @@
-"""Scopes over the whole schema (SPEC §10): every root field is walked from the exported
+"""Scopes over the whole schema: every root field is walked from the exported
 schema, so a field added without a guard (or without an entry here) fails the suite.
 Queries and mutations go over HTTP, subscriptions over graphql-transport-ws."""
 
@@ -39,7 +39,7 @@ READ, WRITE, SPEND, APPROVE = (
     Scope.BILLING_APPROVE,
 )
 
-# The scope each root field needs (SPEC §2); None: any valid token.
+# The scope each root field needs; None: any valid token.
 REQUIRED: dict[str, Scope | None] = {
     "Query.viewer": None,
     "Query.node": None,  # null without billing:read, like a missing id (test_tenants.py)

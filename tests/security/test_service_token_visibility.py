@@ -1,5 +1,5 @@
 """A service token (billing:spend) sees what a spend needs and nothing of the customer's
-cards, top-ups or secrets, even where a spend result nests the wallet (SPEC §10)."""
+cards, top-ups or secrets, even where a spend result nests the wallet."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tenant isolation (SPEC §10): another organization's object, by global id in `node` or by id
+"""Tenant isolation: another organization's object, by global id in `node` or by id
 in a mutation input, answers exactly like a missing one.
 
 Not here, on purpose: capture/release/refund take a reservation id from a service token,

@@ -1,4 +1,4 @@
-"""Tokens (SPEC §10): stored as a hash, their last use recorded (throttled, after the
+"""Tokens: stored as a hash, their last use recorded (throttled, after the
 response), and never written to a log. Creation, revocation and 401s are in
 tests/e2e/test_queries.py and tests/e2e/test_cli.py."""
 

@@ -1,4 +1,4 @@
-"""Every test that moves money ends by checking the ledger invariants of SPEC §8."""
+"""Every test that moves money ends by checking the ledger invariants (docs/invariants.md)."""
 
 from __future__ import annotations
 

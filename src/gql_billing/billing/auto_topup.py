@@ -1,4 +1,4 @@
-"""Auto top-up: settings, and the worker's side of the queue (SPEC §6).
+"""Auto top-up: settings, and the worker's side of the queue.
 
 The queue is the `topup_attempts` table itself: a QUEUED AUTO attempt is claimed by the
 worker (the daily cap checked in the same transaction), charged with the Stripe key stored

@@ -1,4 +1,4 @@
-"""Saved cards: SetupIntent, attach, default, detach (SPEC §5)."""
+"""Saved cards: SetupIntent, attach, default, detach."""
 
 from __future__ import annotations
 

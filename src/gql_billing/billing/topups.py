@@ -68,7 +68,7 @@ class TopupRequest:
     idempotency_key: str | None
 
     def charge_cents(self) -> int:
-        """Validate the amount rules of SPEC §3 and return the charge in AUD cents."""
+        """Validate the top-up amount rules (README) and return the charge in AUD cents."""
         if (self.aud_cents is None) == (self.credits is None):
             raise InvalidInput("aud_cents", "Give exactly one of aud_cents or credits")
         field, value = (

@@ -79,7 +79,7 @@ def resolve_spreads(
 
 @dataclass(frozen=True)
 class QueryLimits:
-    """Per-document limits; the defaults are SPEC §11's."""
+    """Per-document limits; the defaults are the documented ones (README, Configuration)."""
 
     max_depth: int = 10
     max_aliases: int = 30

@@ -61,7 +61,7 @@ class MaskFaults(MaskErrors):
 
 @dataclass(frozen=True)
 class SchemaPolicy:
-    """What a deployment allows; the defaults are development's (SPEC §11)."""
+    """What a deployment allows; the defaults are development's."""
 
     limits: QueryLimits = field(default_factory=QueryLimits)
     introspection: bool = True

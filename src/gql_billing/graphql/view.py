@@ -398,7 +398,7 @@ class BillingGraphQL(GraphQL[Context, None]):
 
 
 def build_view(billing: Billing, admission: Admission) -> BillingGraphQL:
-    """The /graphql endpoint as the settings say: development or production (SPEC §11)."""
+    """The /graphql endpoint as the settings say: development or production."""
     settings = billing.settings
     return BillingGraphQL(
         billing,
