@@ -76,4 +76,6 @@ def schema_caches() -> dict[str, bool]:
     for extension in build_schema().extensions:
         target = getattr(extension, "func", extension)  # a functools.partial factory
         names.add(getattr(target, "__name__", type(target).__name__))
-    return {name: name in names for name in ("ParserCache", "ValidationCache")}
+    # PreparedDocuments is both caches in one extension (graphql/limits.py).
+    both = "PreparedDocuments" in names
+    return {name: both or name in names for name in ("ParserCache", "ValidationCache")}

@@ -164,3 +164,46 @@ async def test_a_client_gone_mid_request_is_logged_as_499_not_500(
     access = [x for x in mine if x.get("event") == "request"]
     assert [(x["path"], x["status"]) for x in access] == [("/graphql", 499)]
     assert not any(x.get("status") == 500 for x in lines(log_output))
+
+
+@pytest.mark.parametrize(
+    ("request_id", "operation"),
+    [
+        ("Bearer gqlb_stolen", "Plain"),
+        ("trace-7", "pm_card4242"),
+        ("sk_test_abc123", "Wallet"),
+    ],
+)
+async def test_the_access_line_redacts_what_a_client_put_in_its_fields(
+    make: Factory, log_output: io.StringIO, request_id: str, operation: str
+) -> None:
+    # given a request whose id and operation name (both logged) carry secret-looking text
+    org = await make.org()
+    document = f"query {operation} {{ wallet {{ availableCredits }} }}"
+    response = await org.api.post(document, headers={"X-Request-Id": request_id})
+
+    # then the answer is normal, and its access line has the fields with the secrets blanked
+    assert response.status_code == 200 and "errors" not in response.json()
+    assert response.headers["x-request-id"] == request_id
+    for _ in range(100):  # the access line is written once the answer has been sent
+        access = [r for r in lines(log_output) if r["event"] == "request"]
+        if access:
+            break
+        await asyncio.sleep(0.05)
+    output = log_output.getvalue()
+    for secret in ("gqlb_stolen", "pm_card4242", "sk_test_abc123", org.token):
+        assert secret not in output
+    assert len(access) == 1
+    assert access[0] == {
+        **access[0],
+        "level": "info",
+        "logger": "gql_billing.http",
+        "method": "POST",
+        "path": "/graphql",
+        "status": 200,
+        "organization_id": org.pk,
+        "fields": "wallet",
+        "outcome": "ok",
+    }
+    assert "[redacted]" in access[0]["request_id"] + access[0]["operation"]
+    assert isinstance(access[0]["duration_ms"], float) and access[0]["timestamp"].endswith("Z")

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 
 import strawberry
 from graphql import ASTValidationRule, GraphQLError
+from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.validation import MaxIntrospectionDepthRule, NoSchemaIntrospectionCustomRule
-from strawberry.extensions import MaskErrors, ParserCache, SchemaExtension, ValidationCache
+from strawberry.extensions import MaskErrors, SchemaExtension
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.config import BatchingConfig, StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionResult as StrawberryExecutionResult
 
 from ..settings import Settings
 from .execution import execution_for
+from .hooks import CachedHooksRunner
 from .instrumentation import observability, record_root_outcomes
-from .limits import ApplyLimits, QueryLimits, limits_rule
+from .limits import PreparedDocuments, QueryLimits, limits_rule
 from .live_api import Subscription
 from .mutations import Mutation
 from .problems import (
@@ -58,6 +61,21 @@ class MaskFaults(MaskErrors):
     def __init__(self) -> None:
         super().__init__(should_mask_error=_should_mask, error_message=MASKED_MESSAGE)
 
+    def on_operation(self) -> Iterator[None]:
+        """MaskErrors' hook, with its check for a result that carries errors done by the
+        result's own class: MaskErrors asks through a runtime-checkable Protocol, whose
+        `isinstance` walks the protocol's attributes on every request, errors or not."""
+        self._stream_result_processed = False
+        yield
+        if self._stream_result_processed:
+            return
+        result = self.execution_context.result
+        if isinstance(result, GraphQLExecutionResult | StrawberryExecutionResult):
+            if result.errors:
+                result.errors = self._process_errors(result.errors)
+        elif initial_result := getattr(result, "initial_result", None):
+            self._process_result(initial_result)
+
 
 @dataclass(frozen=True)
 class SchemaPolicy:
@@ -95,6 +113,12 @@ class SchemaPolicy:
 
 
 class BillingSchema(strawberry.Schema):
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        """The same hooks in the same order, looked up once per extension class."""
+        return CachedHooksRunner(execution_context=execution_context, extensions=extensions)
+
     @staticmethod
     def remove_field_suggestion(error: GraphQLError) -> None:
         """Strawberry trims only "Cannot query field" messages; unknown arguments, types, enum
@@ -124,11 +148,10 @@ def build_schema(
         if policy.max_batch_operations > 0
         else None
     )
-    # Built here, once: the same rule classes on every request keep ValidationCache hitting.
-    limits = partial(
-        ApplyLimits, rules=policy.validation_rules(), max_tokens=policy.limits.max_tokens
+    # Built here, once: the same rule classes on every request keep the validation cache hitting.
+    documents: Callable[[], SchemaExtension] = PreparedDocuments.factory(
+        rules=policy.validation_rules(), max_tokens=policy.limits.max_tokens
     )
-    caches: list[Callable[[], SchemaExtension]] = [ParserCache, ValidationCache]
     query = merge_types("Query", (Query, SpendQuery, StatementsQuery, WebhookQuery))
     mutation = merge_types("Mutation", (Mutation, SpendMutation, WebhookMutation))
     record_root_outcomes(query, mutation)
@@ -162,7 +185,7 @@ def build_schema(
             batching_config=batching,
         ),
         # Observability right after masking: its timing covers parsing, limits and execution.
-        extensions=[MaskFaults, *observability(), limits, *caches, *extensions],
+        extensions=[MaskFaults, *observability(), documents, *extensions],
     )
     schema.execution_context_class = execution_for(
         schema._schema, default_resolver=schema.config.default_resolver
