@@ -97,7 +97,9 @@ def settings(database_url: str, stripe_proxy: FaultProxy) -> Settings:
         stripe_secret_key=TEST_SECRET_KEY,
         stripe_api_base=stripe_proxy.base_url,
         stripe_webhook_secret=TEST_WEBHOOK_SECRET,
-        stripe_timeout_seconds=2.0,
+        # Long enough for the one-at-a-time emulator on a busy machine (two suites share
+        # its cores); short enough that the tests of a Stripe timeout stay quick.
+        stripe_timeout_seconds=5.0,
         # Tests drive the worker's ticks themselves, on a fake clock.
         run_worker=False,
     )
