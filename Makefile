@@ -44,14 +44,14 @@ test: lint typecheck $(NODE_STAMP)
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
 
 test-sqlite: $(STAMP) $(NODE_STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 # The same suite on PostgreSQL when it is reachable (GQL_BILLING_TEST_PG_DSN, default
 # postgresql://postgres@127.0.0.1:5432/test); CI sets GQL_BILLING_REQUIRE_POSTGRES=1 so a
 # missing server fails the run instead of skipping it.
 test-postgres: $(STAMP) $(NODE_STAMP)
 	@if PYTHONPATH=tests $(BIN)/python -m support.pg_ready; then \
-		GQL_BILLING_TEST_BACKEND=postgresql $(BIN)/pytest -q; \
+		GQL_BILLING_TEST_BACKEND=postgresql $(BIN)/pytest -q --durations=15; \
 	elif [ -n "$$GQL_BILLING_REQUIRE_POSTGRES" ]; then \
 		echo "PostgreSQL is required (GQL_BILLING_REQUIRE_POSTGRES) but not reachable"; exit 1; \
 	else \
