@@ -74,7 +74,10 @@ def receiver(statuses: list[int] | None = None, *, hang_first: int = 0) -> Itera
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    # A listen queue for the worker's concurrent sends (the default of 5 drops connections
+    # when two workers send 16 each, and a dropped connection is a failed attempt).
+    server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 128})
+    server = server_class(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     port = server.server_address[1]
     state["r"] = Receiver(f"http://127.0.0.1:{port}/hooks", list(statuses or []), hang_first)
